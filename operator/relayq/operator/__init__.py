@@ -1,0 +1,1 @@
+"""relayq.operator (filled in by its own issue)."""

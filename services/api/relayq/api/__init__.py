@@ -1,0 +1,1 @@
+"""relayq.api (filled in by its own issue)."""

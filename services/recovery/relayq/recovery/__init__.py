@@ -1,0 +1,1 @@
+"""relayq.recovery (filled in by its own issue)."""
