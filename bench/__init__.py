@@ -1,0 +1,1 @@
+"""Side-by-side throughput benchmark of relayq against other Redis job queues."""

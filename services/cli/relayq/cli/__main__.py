@@ -1,0 +1,3 @@
+from relayq.cli.main import main
+
+main()

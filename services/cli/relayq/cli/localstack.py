@@ -1,0 +1,100 @@
+"""`make run`: Redis, FerretDB and one worker per priority, in the foreground.
+
+Ports come from RELAYQ_REDIS_URL and RELAYQ_MONGO_URL (defaults 6379 and
+27017 on 127.0.0.1); data lives under .run/ in the repository. Ctrl-C or
+SIGTERM stops everything, workers first so they drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+from relayq.cli.servers import REPO_ROOT, LocalServer, ferretdb_server, redis_server
+from relayq.core.priorities import Priority
+from relayq.core.settings import Settings
+
+FIRST_METRICS_PORT = 9101
+
+
+def _local_port(url: str, default: int) -> int:
+    parsed = urlparse(url)
+    host = parsed.hostname or "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"localstack runs servers on 127.0.0.1 only, not {host} ({url})")
+    return parsed.port or default
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="relayq localstack", description=__doc__)
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".run")
+    parser.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    servers: list[LocalServer] = []
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        redis = redis_server(args.data_dir / "redis", _local_port(settings.redis_url, 6379))
+        servers.append(redis.start())
+        mongo = ferretdb_server(args.data_dir / "ferretdb", _local_port(settings.mongo_url, 27017))
+        servers.append(mongo.start())
+        env = dict(os.environ)
+        for i, priority in enumerate(Priority):
+            port = FIRST_METRICS_PORT + i
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "relayq.worker", "--priority", priority.value,
+                     "--metrics-port", str(port)],
+                    env=env,
+                )  # fmt: skip
+            )
+        print(_banner(settings), flush=True)
+        while not stop.wait(0.5):
+            if args.duration is not None:
+                args.duration -= 0.5
+                if args.duration <= 0:
+                    break
+            for w in workers:
+                if w.poll() is not None:
+                    print(f"worker {w.args} exited with {w.returncode}", file=sys.stderr)
+                    stop.set()
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(settings.drain_seconds + 5)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+        for server in reversed(servers):
+            server.stop()
+        print("localstack stopped", flush=True)
+
+
+def _banner(settings: Settings) -> str:
+    ports = ", ".join(f"{p.value}:{FIRST_METRICS_PORT + i}" for i, p in enumerate(Priority))
+    return "\n".join(
+        [
+            "relayq localstack is up (Ctrl-C stops it)",
+            f"  redis     {settings.redis_url}",
+            f"  mongodb   {settings.mongo_url} (FerretDB)",
+            f"  workers   one per priority; metrics on 127.0.0.1 ports {ports}",
+            "try, in another shell:",
+            "  .tools/bin/uv run relayq enqueue --type sleep --payload '{\"seconds\": 2}'",
+            "  .tools/bin/uv run relayq queues",
+            "  .tools/bin/uv run relayq status TASK_ID",
+        ]
+    )

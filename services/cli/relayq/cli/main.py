@@ -1,0 +1,161 @@
+"""The `relayq` command: run a worker, submit and inspect jobs, administer queues."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from relayq.core.clients import Clients, open_clients
+from relayq.core.ids import is_task_id
+from relayq.core.jobs import JobError
+from relayq.core.priorities import Priority
+from relayq.core.service import JobRequest
+from relayq.core.settings import Settings, SettingsError
+from relayq.core.store import IdempotencyConflict
+
+
+class CommandError(Exception):
+    """A user error: printed as JSON on stderr, exit status 2."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+async def _enqueue(c: Clients, args: argparse.Namespace) -> Any:
+    try:
+        payload = json.loads(args.payload)
+    except json.JSONDecodeError as exc:
+        raise CommandError("invalid-json", f"--payload is not JSON: {exc}") from None
+    submitted = await c.service.submit(
+        JobRequest(
+            type=args.type,
+            payload=payload,
+            priority=args.priority,
+            delay_seconds=args.delay,
+            idempotency_key=args.idempotency_key,
+        )
+    )
+    t = submitted.task
+    return {"taskId": t.id, "state": t.state.value, "priority": t.priority.value,
+            "created": submitted.created}  # fmt: skip
+
+
+async def _status(c: Clients, args: argparse.Namespace) -> Any:
+    if not is_task_id(args.task_id):
+        raise CommandError("invalid-task-id", "a task id is 32 lowercase hex characters")
+    task = await c.service.get(args.task_id)
+    if task is None:
+        raise CommandError("task-not-found", f"no task {args.task_id}")
+    return task.to_public()
+
+
+async def _queues(c: Clients, args: argparse.Namespace) -> Any:
+    return [o.to_public() for o in await c.service.overview()]
+
+
+async def _pause(c: Clients, args: argparse.Namespace) -> Any:
+    await c.service.pause(args.priority)
+    return {"priority": args.priority.value, "paused": True}
+
+
+async def _resume(c: Clients, args: argparse.Namespace) -> Any:
+    await c.service.resume(args.priority)
+    return {"priority": args.priority.value, "paused": False}
+
+
+async def _dead_letters(c: Clients, args: argparse.Namespace) -> Any:
+    if args.retry:
+        task = await c.service.retry_dead_letter(args.retry)
+        if task is None:
+            raise CommandError("not-a-dead-letter", f"task {args.retry} is not dead-lettered")
+        return {"taskId": task.id, "state": task.state.value}
+    if args.retry_all:
+        return {"retried": await c.service.retry_dead_letters(type_=args.type)}
+    page = await c.service.store.dead_letters(type_=args.type, limit=args.limit)
+    return {"deadLetters": [t.to_public() for t in page.tasks], "nextCursor": page.next_cursor}
+
+
+Command = Callable[[Clients, argparse.Namespace], Awaitable[Any]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relayq", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from relayq.worker.main import add_arguments as worker_arguments
+
+    worker = sub.add_parser("worker", help="run a worker for one priority")
+    worker_arguments(worker)
+
+    sub.add_parser("localstack", help="run Redis, FerretDB and one worker per priority (make run)")
+
+    enqueue = sub.add_parser("enqueue", help="submit a job")
+    enqueue.add_argument("--type", required=True)
+    enqueue.add_argument("--priority", type=Priority.parse)
+    enqueue.add_argument("--payload", default="{}", help="a JSON object")
+    enqueue.add_argument("--delay", type=float, help="seconds before it may run")
+    enqueue.add_argument("--idempotency-key")
+    enqueue.set_defaults(run=_enqueue)
+
+    status = sub.add_parser("status", help="show a task")
+    status.add_argument("task_id")
+    status.set_defaults(run=_status)
+
+    sub.add_parser("queues", help="numbers per priority").set_defaults(run=_queues)
+    for name, fn in (("pause", _pause), ("resume", _resume)):
+        p = sub.add_parser(name, help=f"{name} claiming on a priority")
+        p.add_argument("priority", type=Priority.parse)
+        p.set_defaults(run=fn)
+
+    dead = sub.add_parser("dead-letters", help="list or retry dead-lettered tasks")
+    group = dead.add_mutually_exclusive_group()
+    group.add_argument("--retry", metavar="TASK_ID", help="retry one dead letter")
+    group.add_argument("--retry-all", action="store_true", help="retry all (of --type)")
+    dead.add_argument("--type", help="only this job type")
+    dead.add_argument("--limit", type=int, default=50)
+    dead.set_defaults(run=_dead_letters)
+    return parser
+
+
+async def _run(command: Command, args: argparse.Namespace, settings: Settings) -> Any:
+    async with open_clients(settings) as clients:
+        return await command(clients, args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Long-running commands own their options; hand them the rest of the line.
+    if argv and argv[0] == "worker":
+        from relayq.worker.main import main as worker_main
+
+        worker_main(argv[1:])
+        return
+    if argv and argv[0] == "localstack":
+        from relayq.cli.localstack import main as localstack_main
+
+        localstack_main(argv[1:])
+        return
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _print(asyncio.run(_run(args.run, args, settings)))
+    except (CommandError, JobError, IdempotencyConflict, SettingsError, ValueError) as exc:
+        code = getattr(exc, "code", "invalid-argument")
+        print(json.dumps({"error": code, "message": str(exc)}), file=sys.stderr)
+        sys.exit(2)
+    except (RedisError, PyMongoError, OSError) as exc:
+        message = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        print(json.dumps({"error": "unavailable", "message": message}), file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""relayq.core: the job engine shared by every relayq service."""

@@ -1,0 +1,246 @@
+"""The task model, its states, and the registry of job types."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from relayq.core.priorities import Priority, PriorityClass
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+JOB_TYPE_MAX_LENGTH = 64
+
+
+class TaskState(str, Enum):
+    """Where a task is in its life; see ARCHITECTURE.md, "Task states"."""
+
+    PENDING = "pending"  # record written, not yet dispatched
+    QUEUED = "queued"  # in the Redis stream or due there at run_at
+    ACTIVE = "active"  # a worker holds it
+    RETRYING = "retrying"  # failed an attempt, waiting out its backoff
+    COMPLETED = "completed"
+    FAILED = "failed"  # attempts exhausted or poison: dead-lettered
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskState.COMPLETED, TaskState.FAILED)
+
+
+# States from which a worker may take a task. ACTIVE is allowed only for a
+# redelivery: the previous holder's lease expired, so it is presumed dead.
+CLAIMABLE_STATES = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
+
+
+class JobError(Exception):
+    """Base of the errors relayq raises about jobs; `code` is machine-readable."""
+
+    code = "job-error"
+
+
+class UnknownJobType(JobError):
+    code = "unknown-job-type"
+
+
+class InvalidPayload(JobError):
+    code = "invalid-payload"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PermanentError(Exception):
+    """Raised by a handler for a failure that retrying cannot fix: dead-letter now."""
+
+
+@dataclass
+class Task:
+    """The record of one job, as MongoDB holds it.
+
+    Attributes:
+        id: 32 hex characters, time-ordered (relayq.core.ids).
+        type: the job type's registered name.
+        priority: the class whose queue dispatches it.
+        payload: the handler's input, a JSON object.
+        state: see TaskState.
+        version: bumped by every transition; guards against stale writers.
+        attempts: runs started so far.
+        max_attempts: runs allowed before dead-lettering.
+        idempotency_key: the client's key; a replay returns this task.
+        payload_hash: digest of type, priority and payload, to tell a replay from a conflict.
+        created_at, queued_at, started_at, finished_at: timestamps (UTC).
+        run_at: earliest start for a delayed job or a retry.
+        last_error: message of the most recent failure.
+        result: what the handler returned, a JSON value.
+        worker: consumer name of the worker that last held it.
+        trace: request id and trace context carried from the producer.
+    """
+
+    id: str
+    type: str
+    priority: Priority
+    payload: dict[str, Any]
+    state: TaskState
+    version: int
+    attempts: int
+    max_attempts: int
+    idempotency_key: str | None
+    payload_hash: str
+    created_at: datetime
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    run_at: datetime | None = None
+    last_error: str | None = None
+    result: Any = None
+    worker: str | None = None
+    trace: dict[str, str] = field(default_factory=dict)
+
+    def to_public(self) -> dict[str, Any]:
+        """A JSON-ready view for the CLI and the API."""
+
+        def ts(value: datetime | None) -> str | None:
+            return value.isoformat().replace("+00:00", "Z") if value else None
+
+        return {
+            "taskId": self.id,
+            "type": self.type,
+            "priority": self.priority.value,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "maxAttempts": self.max_attempts,
+            "lastError": self.last_error,
+            "result": self.result,
+            "payload": self.payload,
+            "createdAt": ts(self.created_at),
+            "queuedAt": ts(self.queued_at),
+            "startedAt": ts(self.started_at),
+            "finishedAt": ts(self.finished_at),
+            "runAt": ts(self.run_at),
+        }
+
+
+@dataclass
+class JobContext:
+    """What a handler receives besides its payload.
+
+    Attributes:
+        task_id: the task being run.
+        attempt: 1 for the first run.
+        priority: the class it runs under.
+        log: a logger whose records carry the task id.
+        trace: request id and trace context from the producer.
+    """
+
+    task_id: str
+    attempt: int
+    priority: Priority
+    log: logging.LoggerAdapter[logging.Logger]
+    trace: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[[dict[str, Any], JobContext], Awaitable[Any]]
+PayloadValidator = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `limit` starts per `period_seconds`, across every worker process."""
+
+    limit: int
+    period_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.period_seconds <= 0:
+            raise ValueError("a rate limit needs limit >= 1 and period_seconds > 0")
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A registered kind of job.
+
+    Attributes:
+        name: what clients put in `type`.
+        handler: the coroutine that does the work.
+        default_priority: used when the producer names none.
+        timeout_seconds: a run longer than this fails the attempt.
+        max_attempts: overrides the priority class's attempts when set.
+        backoff_base_seconds: overrides the class's backoff base when set.
+        rate_limit: shared start rate limit, or None.
+        validate: checks and normalises a payload; raises InvalidPayload.
+        description: one line for listings.
+    """
+
+    name: str
+    handler: Handler
+    default_priority: Priority = Priority.MEDIUM
+    timeout_seconds: float = 60.0
+    max_attempts: int | None = None
+    backoff_base_seconds: float | None = None
+    rate_limit: RateLimit | None = None
+    validate: PayloadValidator | None = None
+    description: str = ""
+
+    def attempts_under(self, cls: PriorityClass) -> int:
+        return self.max_attempts if self.max_attempts is not None else cls.max_attempts
+
+    def backoff_seconds(self, cls: PriorityClass, attempt: int, rng: random.Random) -> float:
+        """Delay before retry number `attempt` (1-based): exponential, capped, equal jitter."""
+        base = self.backoff_base_seconds or cls.backoff_base_seconds
+        delay = min(cls.backoff_max_seconds, base * 2 ** max(0, attempt - 1))
+        return delay / 2 + rng.uniform(0, delay / 2)
+
+
+class Registry:
+    """Job types by name. Producers validate against it; workers dispatch through it."""
+
+    def __init__(self, types: Iterable[JobType] = ()) -> None:
+        self._types: dict[str, JobType] = {}
+        for job_type in types:
+            self.add(job_type)
+
+    def add(self, job_type: JobType) -> None:
+        if not job_type.name or len(job_type.name) > JOB_TYPE_MAX_LENGTH:
+            raise ValueError(f"bad job type name {job_type.name!r}")
+        if job_type.name in self._types:
+            raise ValueError(f"job type {job_type.name!r} is registered twice")
+        self._types[job_type.name] = job_type
+
+    def get(self, name: str) -> JobType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownJobType(f"unknown job type {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def all(self) -> list[JobType]:
+        return [self._types[n] for n in self.names()]
+
+    def check_payload(self, name: str, payload: object) -> dict[str, Any]:
+        """The validated payload for a job of type `name`, or UnknownJobType/InvalidPayload."""
+        job_type = self.get(name)
+        if not isinstance(payload, Mapping):
+            raise InvalidPayload("payload must be a JSON object", field="payload")
+        try:
+            size = len(json.dumps(payload, separators=(",", ":"), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidPayload(f"payload is not JSON: {exc}", field="payload") from None
+        if size > MAX_PAYLOAD_BYTES:
+            raise InvalidPayload(
+                f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}", field="payload"
+            )
+        checked = dict(payload)
+        if job_type.validate is not None:
+            checked = job_type.validate(checked)
+        return checked

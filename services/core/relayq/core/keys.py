@@ -1,0 +1,45 @@
+"""Every Redis key relayq uses, built from one prefix.
+
+The keys of one priority share the hash tag `{<priority>}`, so each Lua script
+touches a single slot and the design also runs on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relayq.core.priorities import Priority
+
+CONSUMER_GROUP = "workers"
+
+
+@dataclass(frozen=True)
+class PriorityKeys:
+    """The keys of one priority's queue.
+
+    Attributes:
+        stream: Redis Stream of ready jobs; its consumer group's pending list is the in-flight set.
+        delayed: sorted set of "taskId|type" scored by due time (ms), for retries and schedules.
+        paused: present while the priority is paused.
+    """
+
+    stream: str
+    delayed: str
+    paused: str
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix (RELAYQ_KEY_PREFIX)."""
+
+    prefix: str = "relayq"
+
+    def of(self, priority: Priority) -> PriorityKeys:
+        base = f"{self.prefix}:{{{priority.value}}}"
+        return PriorityKeys(stream=f"{base}:stream", delayed=f"{base}:delayed", paused=f"{base}:paused")
+
+    def rate_limit(self, job_type: str) -> str:
+        return f"{self.prefix}:ratelimit:{{{job_type}}}"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}:lock:{{{name}}}"

@@ -1,0 +1,40 @@
+-- Takes over claims idle longer than the lease (their worker is presumed dead)
+-- and separates poison jobs, delivered too many times, from the rest.
+-- Input:  KEYS[1] stream
+--         ARGV[1] group, ARGV[2] consumer, ARGV[3] min idle (ms),
+--         ARGV[4] max entries to take, ARGV[5] max deliveries
+-- Output: {reclaimed, poison}; each a list of {id, {field, value, ...}, deliveries}
+--         poison entries are acknowledged and deleted here
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local min_idle, limit, max_deliveries = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+
+if redis.call('EXISTS', stream) == 0 then return {{}, {}} end
+local ok = redis.pcall('XINFO', 'GROUPS', stream)
+local has_group = false
+for _, g in ipairs(ok) do
+  for i = 1, #g, 2 do
+    if g[i] == 'name' and g[i + 1] == group then has_group = true end
+  end
+end
+if not has_group then return {{}, {}} end
+
+local reclaimed, poison = {}, {}
+local cursor = '0-0'
+repeat
+  local res = redis.call('XAUTOCLAIM', stream, group, consumer, min_idle, cursor, 'COUNT', limit - #reclaimed - #poison)
+  cursor = res[1]
+  for _, entry in ipairs(res[2]) do
+    local id = entry[1]
+    local p = redis.call('XPENDING', stream, group, id, id, 1)
+    local deliveries = 1
+    if #p > 0 then deliveries = tonumber(p[1][4]) end
+    if deliveries > max_deliveries then
+      redis.call('XACK', stream, group, id)
+      redis.call('XDEL', stream, id)
+      poison[#poison + 1] = {id, entry[2], deliveries}
+    else
+      reclaimed[#reclaimed + 1] = {id, entry[2], deliveries}
+    end
+  end
+until cursor == '0-0' or #reclaimed + #poison >= limit
+return {reclaimed, poison}

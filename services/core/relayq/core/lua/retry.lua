@@ -1,0 +1,13 @@
+-- Moves a claimed job to the delayed set, to run again after a delay.
+-- Input:  KEYS[1] stream, KEYS[2] delayed
+--         ARGV[1] group, ARGV[2] entry id, ARGV[3] member "taskId|type",
+--         ARGV[4] delay (ms)
+-- Output: due time (ms, Redis clock)
+local stream, delayed = KEYS[1], KEYS[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = now + tonumber(ARGV[4])
+redis.call('XACK', stream, ARGV[1], ARGV[2])
+redis.call('XDEL', stream, ARGV[2])
+redis.call('ZADD', delayed, due, ARGV[3])
+return due

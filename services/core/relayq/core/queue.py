@@ -1,0 +1,283 @@
+"""Dispatch on Redis: one stream and consumer group per priority.
+
+Redis only dispatches; MongoDB holds the truth (relayq.core.store). A message
+carries just the task id and type; everything else is read from the task record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from relayq.core.keys import CONSUMER_GROUP, Keys
+from relayq.core.priorities import Priority
+from relayq.core.scripts import Scripts
+
+PROMOTE_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class Message:
+    """What the queue carries for one job: the task id and its type."""
+
+    task_id: str
+    type: str
+
+    @property
+    def member(self) -> str:
+        """The delayed-set member for this message."""
+        return f"{self.task_id}|{self.type}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message handed to a worker.
+
+    Attributes:
+        priority: the queue it came from.
+        entry_id: its stream entry id; its ms part is when it became ready.
+        message: task id and type.
+        deliveries: how many times it has been handed out, this time included.
+    """
+
+    priority: Priority
+    entry_id: str
+    message: Message
+    deliveries: int = 1
+
+    @property
+    def ready_ms(self) -> int:
+        return int(self.entry_id.split("-", 1)[0])
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of one claim.
+
+    Attributes:
+        paused: the priority is paused; nothing was claimed.
+        deliveries: what was claimed.
+        last_entry_id: newest stream entry when nothing was claimed, to block on.
+        next_due_ms: due time of the earliest delayed job, or None.
+    """
+
+    paused: bool
+    deliveries: list[Delivery]
+    last_entry_id: str
+    next_due_ms: int | None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Numbers of one priority's queue, read atomically.
+
+    Attributes:
+        waiting: in the stream, not yet delivered.
+        active: delivered and not acknowledged (in flight).
+        delayed: in the delayed set, due or not.
+        due: delayed jobs whose time has come.
+        paused: claiming is stopped.
+        oldest_waiting_age_seconds: age of the oldest undelivered job, 0 when none.
+    """
+
+    priority: Priority
+    waiting: int
+    active: int
+    delayed: int
+    due: int
+    paused: bool
+    oldest_waiting_age_seconds: float
+
+    @property
+    def backlog(self) -> int:
+        """What the operator scales on: undelivered + in flight + due delayed."""
+        return self.waiting + self.active + self.due
+
+
+@dataclass(frozen=True)
+class Reclaimed:
+    """Claims taken over from dead consumers; poison ones are already removed."""
+
+    deliveries: list[Delivery]
+    poison: list[Delivery]
+
+
+class Queue:
+    """The Redis side of dispatch for all priorities."""
+
+    def __init__(self, redis: Redis, keys: Keys | None = None) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self._scripts = Scripts(redis)
+        self._ready: set[Priority] = set()
+
+    async def ensure_group(self, priority: Priority) -> None:
+        """Create the stream and its consumer group if missing (idempotent)."""
+        if priority in self._ready:
+            return
+        try:
+            await self.redis.xgroup_create(
+                self.keys.of(priority).stream, CONSUMER_GROUP, id="0", mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._ready.add(priority)
+
+    async def enqueue(self, priority: Priority, message: Message) -> str:
+        """Add a ready job; returns its entry id."""
+        entry_id = await self.redis.xadd(
+            self.keys.of(priority).stream, {"t": message.task_id, "y": message.type}
+        )
+        return str(entry_id)
+
+    async def enqueue_many(self, priority: Priority, messages: Sequence[Message]) -> list[str]:
+        """Add ready jobs in one round trip."""
+        stream = self.keys.of(priority).stream
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for m in messages:
+                pipe.xadd(stream, {"t": m.task_id, "y": m.type})
+            return [str(i) for i in await pipe.execute()]
+
+    async def schedule(
+        self, priority: Priority, messages: Sequence[tuple[Message, float]]
+    ) -> None:
+        """Add jobs due after their delays (seconds, on the Redis clock)."""
+        if not messages:
+            return
+        argv: list[Any] = []
+        for message, delay in messages:
+            argv += [message.member, max(0, int(delay * 1000))]
+        await self._scripts["schedule"](keys=[self.keys.of(priority).delayed], args=argv)
+
+    async def claim(self, priority: Priority, consumer: str, count: int) -> Claim:
+        """Promote due delayed jobs, then claim up to `count` ready ones."""
+        k = self.keys.of(priority)
+        paused, entries, last_id, next_due = await self._scripts["claim"](
+            keys=[k.stream, k.delayed, k.paused],
+            args=[CONSUMER_GROUP, consumer, count, PROMOTE_LIMIT],
+        )
+        deliveries = [_delivery(priority, e[0], e[1], 1) for e in entries]
+        return Claim(
+            paused=bool(paused),
+            deliveries=deliveries,
+            last_entry_id=_text(last_id),
+            next_due_ms=None if int(next_due) < 0 else int(next_due),
+        )
+
+    async def wait_for_entries(self, priority: Priority, after_id: str, timeout: float) -> None:
+        """Block until an entry newer than `after_id` arrives, or the timeout passes."""
+        ms = max(1, int(timeout * 1000))
+        await self.redis.xread({self.keys.of(priority).stream: after_id}, count=1, block=ms)
+
+    async def ack(self, priority: Priority, entry_ids: Iterable[str]) -> int:
+        """Acknowledge finished jobs and delete their entries."""
+        ids = list(entry_ids)
+        if not ids:
+            return 0
+        k = self.keys.of(priority)
+        return int(await self._scripts["ack"](keys=[k.stream], args=[CONSUMER_GROUP, *ids]))
+
+    async def retry_later(self, delivery: Delivery, delay_seconds: float) -> int:
+        """Move a claimed job to the delayed set; returns its due time (ms)."""
+        k = self.keys.of(delivery.priority)
+        due = await self._scripts["retry"](
+            keys=[k.stream, k.delayed],
+            args=[
+                CONSUMER_GROUP,
+                delivery.entry_id,
+                delivery.message.member,
+                max(0, int(delay_seconds * 1000)),
+            ],
+        )
+        return int(due)
+
+    async def reclaim(
+        self,
+        priority: Priority,
+        consumer: str,
+        min_idle_seconds: float,
+        count: int,
+        max_deliveries: int,
+    ) -> Reclaimed:
+        """Take over claims idle past the lease; poison jobs are removed and returned apart."""
+        k = self.keys.of(priority)
+        reclaimed, poison = await self._scripts["reclaim"](
+            keys=[k.stream],
+            args=[CONSUMER_GROUP, consumer, int(min_idle_seconds * 1000), count, max_deliveries],
+        )
+        return Reclaimed(
+            deliveries=[_delivery(priority, e[0], e[1], int(e[2])) for e in reclaimed],
+            poison=[_delivery(priority, e[0], e[1], int(e[2])) for e in poison],
+        )
+
+    async def extend(self, priority: Priority, consumer: str, entry_ids: Sequence[str]) -> int:
+        """Reset the lease of jobs this consumer still holds."""
+        if not entry_ids:
+            return 0
+        k = self.keys.of(priority)
+        return int(
+            await self._scripts["extend"](
+                keys=[k.stream], args=[CONSUMER_GROUP, consumer, *entry_ids]
+            )
+        )
+
+    async def pause(self, priority: Priority) -> None:
+        await self.redis.set(self.keys.of(priority).paused, "1")
+
+    async def resume(self, priority: Priority) -> None:
+        await self.redis.delete(self.keys.of(priority).paused)
+
+    async def stats(self, priority: Priority) -> QueueStats:
+        k = self.keys.of(priority)
+        undelivered, pending, due, delayed, paused, oldest_ms, now_ms = await self._scripts[
+            "backlog"
+        ](keys=[k.stream, k.delayed, k.paused], args=[CONSUMER_GROUP])
+        age = 0.0 if int(oldest_ms) < 0 else max(0.0, (int(now_ms) - int(oldest_ms)) / 1000)
+        return QueueStats(
+            priority=priority,
+            waiting=int(undelivered),
+            active=int(pending),
+            delayed=int(delayed),
+            due=int(due),
+            paused=bool(paused),
+            oldest_waiting_age_seconds=age,
+        )
+
+    async def backlog(self, priority: Priority) -> int:
+        """Undelivered + in flight + due delayed: the number the operator scales on."""
+        return (await self.stats(priority)).backlog
+
+    async def rate_limit(self, job_type: str, limit: int, period_seconds: float) -> float:
+        """Take one start from `job_type`'s shared budget: 0 if allowed, else seconds to wait."""
+        allowed, wait_ms = await self._scripts["rate_limit"](
+            keys=[self.keys.rate_limit(job_type)], args=[limit, int(period_seconds * 1000)]
+        )
+        return 0.0 if int(allowed) else int(wait_ms) / 1000
+
+    async def purge(self, priority: Priority) -> None:
+        """Delete a priority's stream and delayed set (tests and local resets only)."""
+        k = self.keys.of(priority)
+        await self.redis.delete(k.stream, k.delayed, k.paused)
+        self._ready.discard(priority)
+        await asyncio.sleep(0)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _delivery(priority: Priority, entry_id: Any, fields: Any, deliveries: int) -> Delivery:
+    flat = [_text(f) for f in fields]
+    data = dict(zip(flat[0::2], flat[1::2], strict=True))
+    return Delivery(
+        priority=priority,
+        entry_id=_text(entry_id),
+        message=Message(task_id=data["t"], type=data["y"]),
+        deliveries=deliveries,
+    )

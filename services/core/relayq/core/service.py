@@ -1,0 +1,241 @@
+"""Producer and administration operations over the store and the queue.
+
+The CLI and the API gateway both call these; handlers stay thin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from relayq.core.jobs import InvalidPayload, Registry, Task, TaskState
+from relayq.core.priorities import Priority
+from relayq.core.queue import Message, Queue, QueueStats
+from relayq.core.settings import Settings
+from relayq.core.store import NewTask, Page, TaskStore, now
+from relayq.core.telemetry import ENQUEUED, log_event
+
+log = logging.getLogger("relayq.service")
+
+MAX_DELAY_SECONDS = 30 * 24 * 3600
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A producer's request for one job.
+
+    Attributes:
+        type: a registered job type.
+        payload: its input, a JSON object.
+        priority: None for the type's default.
+        delay_seconds: run no sooner than this from now (exclusive with run_at).
+        run_at: run no sooner than this time (UTC).
+        max_attempts: None for the type's or the class's default.
+        idempotency_key: a replay with the same key returns the same task.
+        trace: request id and trace context to carry into the job.
+    """
+
+    type: str
+    payload: Mapping[str, Any]
+    priority: Priority | None = None
+    delay_seconds: float | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    trace: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of a submission: the task, and whether this call created it."""
+
+    task: Task
+    created: bool
+
+
+@dataclass(frozen=True)
+class QueueOverview:
+    """A priority's queue numbers with its dead-letter count from the store."""
+
+    stats: QueueStats
+    dead: int
+
+    def to_public(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "priority": s.priority.value,
+            "waiting": s.waiting,
+            "active": s.active,
+            "delayed": s.delayed,
+            "dead": self.dead,
+            "paused": s.paused,
+            "backlog": s.backlog,
+            "oldestWaitingAgeSeconds": round(s.oldest_waiting_age_seconds, 3),
+        }
+
+
+class JobService:
+    """Submits jobs (record first, then dispatch) and administers queues."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, store: TaskStore, queue: Queue
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.queue = queue
+
+    def _prepare(self, request: JobRequest) -> NewTask:
+        job_type = self.registry.get(request.type)
+        payload = self.registry.check_payload(request.type, request.payload)
+        priority = request.priority or job_type.default_priority
+        cls = self.settings.priority_class(priority)
+        max_attempts = request.max_attempts or job_type.attempts_under(cls)
+        if not 1 <= max_attempts <= 100:
+            raise InvalidPayload("maxAttempts must be between 1 and 100", field="maxAttempts")
+        key = request.idempotency_key
+        if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+            raise InvalidPayload(
+                f"idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters",
+                field="idempotencyKey",
+            )
+        if request.delay_seconds is not None and request.run_at is not None:
+            raise InvalidPayload("give delaySeconds or runAt, not both", field="delaySeconds")
+        run_at = request.run_at
+        if request.delay_seconds is not None:
+            if not 0 <= request.delay_seconds <= MAX_DELAY_SECONDS:
+                raise InvalidPayload(
+                    f"delaySeconds must be between 0 and {MAX_DELAY_SECONDS}", field="delaySeconds"
+                )
+            run_at = now() + timedelta(seconds=request.delay_seconds)
+        if run_at is not None:
+            if run_at.tzinfo is None:
+                raise InvalidPayload("runAt needs a time zone", field="runAt")
+            if run_at - now() > timedelta(seconds=MAX_DELAY_SECONDS):
+                raise InvalidPayload("runAt is too far in the future", field="runAt")
+        return NewTask(
+            type=request.type,
+            priority=priority,
+            payload=payload,
+            max_attempts=max_attempts,
+            idempotency_key=key,
+            run_at=run_at,
+            trace=request.trace,
+        )
+
+    async def submit(self, request: JobRequest) -> Submitted:
+        """Validate, write the record, then dispatch. Redis down leaves the task `pending`."""
+        return (await self.submit_many([request]))[0]
+
+    async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted]:
+        news = [self._prepare(r) for r in requests]
+        inserted = await self.store.insert_many(news)
+        fresh = [task for task, created in inserted if created]
+        dispatched = await self.dispatch(fresh)
+        out = []
+        for task, created in inserted:
+            if created and task.id in dispatched:
+                task.state = TaskState.QUEUED
+            out.append(Submitted(task, created))
+        return out
+
+    async def dispatch(self, tasks: Sequence[Task]) -> set[str]:
+        """Put tasks on Redis and mark them queued; returns the ids that made it."""
+        done: set[str] = set()
+        by_priority: dict[Priority, list[Task]] = {}
+        for t in tasks:
+            by_priority.setdefault(t.priority, []).append(t)
+        for priority, group in by_priority.items():
+            ready = [t for t in group if t.run_at is None or t.run_at <= now()]
+            later = [t for t in group if t.run_at is not None and t.run_at > now()]
+            try:
+                await self.queue.ensure_group(priority)
+                if ready:
+                    await self.queue.enqueue_many(priority, [Message(t.id, t.type) for t in ready])
+                if later:
+                    await self.queue.schedule(
+                        priority,
+                        [
+                            (Message(t.id, t.type), (t.run_at - now()).total_seconds())
+                            for t in later
+                            if t.run_at is not None
+                        ],
+                    )
+            except (RedisError, OSError) as exc:
+                log_event(
+                    log,
+                    logging.WARNING,
+                    "dispatch deferred: Redis unreachable",
+                    priority=priority.value,
+                    tasks=len(group),
+                    error=str(exc),
+                )
+                continue
+            ids = [t.id for t in group]
+            await self.store.mark_queued(ids)
+            done.update(ids)
+            for t in group:
+                ENQUEUED.labels(priority=priority.value, type=t.type).inc()
+        return done
+
+    async def get(self, task_id: str) -> Task | None:
+        return await self.store.get(task_id)
+
+    async def list(self, **filters: Any) -> Page:
+        return await self.store.list(**filters)
+
+    async def retry_dead_letter(self, task_id: str) -> Task | None:
+        """failed -> pending with a fresh attempt budget, then dispatch; None if not failed."""
+        task = await self.store.transition(
+            task_id,
+            [TaskState.FAILED],
+            TaskState.PENDING,
+            set_fields={"attempts": 0, "finished_at": None, "run_at": None},
+        )
+        if task is None:
+            return None
+        if task.id in await self.dispatch([task]):
+            task.state = TaskState.QUEUED
+        log_event(log, logging.INFO, "dead letter retried", task_id=task.id, type=task.type)
+        return task
+
+    async def retry_dead_letters(self, type_: str | None = None, limit: int = 1000) -> int:
+        """Retry up to `limit` dead letters, optionally of one type; returns how many."""
+        retried = 0
+        cursor: str | None = None
+        while retried < limit:
+            page = await self.store.dead_letters(
+                type_=type_, limit=min(100, limit - retried), cursor=cursor
+            )
+            for task in page.tasks:
+                if await self.retry_dead_letter(task.id) is not None:
+                    retried += 1
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return retried
+
+    async def delete_dead_letter(self, task_id: str) -> bool:
+        return await self.store.delete(task_id, [TaskState.FAILED])
+
+    async def overview(self) -> list[QueueOverview]:
+        out = []
+        for priority in Priority:
+            stats = await self.queue.stats(priority)
+            dead = await self.store.count(state=TaskState.FAILED, priority=priority)
+            out.append(QueueOverview(stats, dead))
+        return out
+
+    async def pause(self, priority: Priority) -> None:
+        await self.queue.pause(priority)
+        log_event(log, logging.INFO, "queue paused", priority=priority.value)
+
+    async def resume(self, priority: Priority) -> None:
+        await self.queue.resume(priority)
+        log_event(log, logging.INFO, "queue resumed", priority=priority.value)

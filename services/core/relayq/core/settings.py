@@ -1,0 +1,113 @@
+"""Settings from environment variables, with safe defaults for local runs.
+
+Every variable is listed in the README's settings table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from relayq.core.priorities import DEFAULT_CLASSES, Priority, PriorityClass
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value relayq cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Configuration shared by every relayq process.
+
+    Attributes:
+        redis_url: Redis used for dispatch (`RELAYQ_REDIS_URL`).
+        key_prefix: first part of every Redis key (`RELAYQ_KEY_PREFIX`).
+        mongo_url: MongoDB holding task records (`RELAYQ_MONGO_URL`).
+        mongo_database: database name (`RELAYQ_MONGO_DATABASE`).
+        lease_seconds: a claim idle this long is taken back (`RELAYQ_LEASE_SECONDS`).
+        max_deliveries: deliveries after which a job is poison (`RELAYQ_MAX_DELIVERIES`).
+        drain_seconds: SIGTERM waits this long for in-flight jobs (`RELAYQ_DRAIN_SECONDS`).
+        metrics_port: worker Prometheus port, 0 for none (`RELAYQ_METRICS_PORT`).
+        log_level: logging level name (`RELAYQ_LOG_LEVEL`).
+        worker_id: this process's consumer name (`RELAYQ_WORKER_ID`).
+        job_modules: modules whose `JOB_TYPES` join the registry (`RELAYQ_JOB_MODULES`).
+        classes: the priority classes, each overridable by `RELAYQ_<PRIORITY>_<FIELD>`.
+    """
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "relayq"
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    mongo_database: str = "relayq"
+    lease_seconds: float = 30.0
+    max_deliveries: int = 5
+    drain_seconds: float = 25.0
+    metrics_port: int = 9100
+    log_level: str = "INFO"
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    job_modules: tuple[str, ...] = ()
+    classes: Mapping[Priority, PriorityClass] = field(default_factory=lambda: DEFAULT_CLASSES)
+
+    def priority_class(self, priority: Priority) -> PriorityClass:
+        return self.classes[priority]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `environ` (default: os.environ); SettingsError on a bad value."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        classes = {p: _class_from_env(env, c) for p, c in defaults.classes.items()}
+        settings = cls(
+            redis_url=env.get("RELAYQ_REDIS_URL", defaults.redis_url),
+            key_prefix=env.get("RELAYQ_KEY_PREFIX", defaults.key_prefix),
+            mongo_url=env.get("RELAYQ_MONGO_URL", defaults.mongo_url),
+            mongo_database=env.get("RELAYQ_MONGO_DATABASE", defaults.mongo_database),
+            lease_seconds=_number(env, "RELAYQ_LEASE_SECONDS", defaults.lease_seconds, 0.5),
+            max_deliveries=int(_number(env, "RELAYQ_MAX_DELIVERIES", defaults.max_deliveries, 1)),
+            drain_seconds=_number(env, "RELAYQ_DRAIN_SECONDS", defaults.drain_seconds, 0),
+            metrics_port=int(_number(env, "RELAYQ_METRICS_PORT", defaults.metrics_port, 0)),
+            log_level=env.get("RELAYQ_LOG_LEVEL", defaults.log_level).upper(),
+            worker_id=env.get("RELAYQ_WORKER_ID", defaults.worker_id),
+            job_modules=tuple(
+                m.strip() for m in env.get("RELAYQ_JOB_MODULES", "").split(",") if m.strip()
+            ),
+            classes=classes,
+        )
+        if not settings.key_prefix or "{" in settings.key_prefix or "}" in settings.key_prefix:
+            raise SettingsError("RELAYQ_KEY_PREFIX must be non-empty and hold no braces")
+        if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise SettingsError("RELAYQ_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+        return settings
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} is below its minimum {minimum:g}")
+    return value
+
+
+def _class_from_env(env: Mapping[str, str], base: PriorityClass) -> PriorityClass:
+    prefix = f"RELAYQ_{base.priority.value.upper()}_"
+    sla = base.sla_seconds
+    if env.get(prefix + "SLA_SECONDS"):
+        sla = _number(env, prefix + "SLA_SECONDS", 0, 0.001)
+    return replace(
+        base,
+        sla_seconds=sla,
+        concurrency=int(_number(env, prefix + "CONCURRENCY", base.concurrency, 1)),
+        max_attempts=int(_number(env, prefix + "MAX_ATTEMPTS", base.max_attempts, 1)),
+        backoff_base_seconds=_number(
+            env, prefix + "BACKOFF_SECONDS", base.backoff_base_seconds, 0.001
+        ),
+        backoff_max_seconds=_number(
+            env, prefix + "BACKOFF_MAX_SECONDS", base.backoff_max_seconds, 0.001
+        ),
+    )

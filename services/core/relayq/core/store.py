@@ -1,0 +1,273 @@
+"""Task records in MongoDB, the source of truth (PyMongo's async API).
+
+Every transition is a guarded `find_one_and_update` on the expected state and
+version, so a stale worker can never overwrite a newer state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from relayq.core.ids import new_task_id
+from relayq.core.jobs import Task, TaskState
+from relayq.core.priorities import Priority
+
+MAX_PAGE = 500
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key was reused with a different request."""
+
+    code = "idempotency-conflict"
+
+    def __init__(self, existing: Task) -> None:
+        super().__init__(f"idempotency key already used for task {existing.id} with another body")
+        self.existing = existing
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What a producer submits; the store fills in the rest."""
+
+    type: str
+    priority: Priority
+    payload: dict[str, Any]
+    max_attempts: int
+    idempotency_key: str | None = None
+    run_at: datetime | None = None
+    trace: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing; pass `next_cursor` back for the next one."""
+
+    tasks: list[Task]
+    next_cursor: str | None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def payload_hash(type_: str, priority: Priority, payload: Mapping[str, Any]) -> str:
+    body = json.dumps([type_, priority.value, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def connect_mongo(url: str) -> AsyncMongoClient[dict[str, Any]]:
+    """An async client with majority writes and a short server-selection bound."""
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        w="majority",
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
+        appname="relayq",
+    )
+
+
+class TaskStore:
+    """Task records in one collection, `tasks`."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        self.client = client
+        self.tasks: AsyncCollection[dict[str, Any]] = client[database].get_collection(
+            "tasks", write_concern=WriteConcern(w="majority")
+        )
+
+    async def ensure_indexes(self) -> None:
+        # Every task has an `idem` (the client's key, or its own id), so a plain
+        # unique index works where partial indexes are not supported.
+        await self.tasks.create_index([("idem", ASCENDING)], unique=True, name="idem_unique")
+        await self.tasks.create_index([("state", ASCENDING), ("_id", DESCENDING)], name="state_id")
+        await self.tasks.create_index([("type", ASCENDING), ("_id", DESCENDING)], name="type_id")
+        await self.tasks.create_index(
+            [("priority", ASCENDING), ("state", ASCENDING)], name="priority_state"
+        )
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    # -- writes -------------------------------------------------------------
+
+    async def insert(self, new: NewTask) -> tuple[Task, bool]:
+        """Insert a task as `pending`; returns (task, created). A replay returns the original."""
+        doc = _new_doc(new)
+        try:
+            await self.tasks.insert_one(doc)
+        except DuplicateKeyError:
+            existing = await self.tasks.find_one({"idem": doc["idem"]})
+            if existing is None:  # the original was deleted meanwhile
+                raise
+            task = _task(existing)
+            if task.payload_hash != doc["payload_hash"]:
+                raise IdempotencyConflict(task) from None
+            return task, False
+        return _task(doc), True
+
+    async def insert_many(self, news: Sequence[NewTask]) -> list[tuple[Task, bool]]:
+        """Insert many; tasks with idempotency keys go one by one to resolve replays."""
+        plain = [_new_doc(n) for n in news if n.idempotency_key is None]
+        if plain:
+            await self.tasks.insert_many(plain, ordered=False)
+        plain_iter = iter(plain)
+        out: list[tuple[Task, bool]] = []
+        for n in news:
+            if n.idempotency_key is None:
+                out.append((_task(next(plain_iter)), True))
+            else:
+                out.append(await self.insert(n))
+        return out
+
+    async def transition(
+        self,
+        task_id: str,
+        expected: Sequence[TaskState],
+        new_state: TaskState,
+        *,
+        version: int | None = None,
+        set_fields: Mapping[str, Any] | None = None,
+        inc_fields: Mapping[str, int] | None = None,
+    ) -> Task | None:
+        """Move a task from one of `expected` (and `version`, if given) to `new_state`.
+
+        Returns the updated task, or None when the guard did not match: another
+        writer got there first, and the caller must not act on the task.
+        """
+        query: dict[str, Any] = {"_id": task_id, "state": {"$in": [s.value for s in expected]}}
+        if version is not None:
+            query["version"] = version
+        update: dict[str, Any] = {
+            "$set": {"state": new_state.value, "updated_at": now(), **(set_fields or {})},
+            "$inc": {"version": 1, **(inc_fields or {})},
+        }
+        doc = await self.tasks.find_one_and_update(
+            query, update, return_document=ReturnDocument.AFTER
+        )
+        return _task(doc) if doc is not None else None
+
+    async def mark_queued(self, task_ids: Sequence[str]) -> int:
+        """pending -> queued for tasks just put on Redis; a worker may already have moved on."""
+        if not task_ids:
+            return 0
+        result = await self.tasks.update_many(
+            {"_id": {"$in": list(task_ids)}, "state": TaskState.PENDING.value},
+            {"$set": {"state": TaskState.QUEUED.value, "queued_at": now()}, "$inc": {"version": 1}},
+        )
+        return int(result.modified_count)
+
+    async def delete(self, task_id: str, states: Sequence[TaskState]) -> bool:
+        result = await self.tasks.delete_one(
+            {"_id": task_id, "state": {"$in": [s.value for s in states]}}
+        )
+        return bool(result.deleted_count)
+
+    # -- reads --------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Task | None:
+        doc = await self.tasks.find_one({"_id": task_id})
+        return _task(doc) if doc is not None else None
+
+    async def list(
+        self,
+        *,
+        state: TaskState | None = None,
+        type_: str | None = None,
+        priority: Priority | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Tasks newest first; `cursor` is the last id of the previous page."""
+        limit = max(1, min(limit, MAX_PAGE))
+        query: dict[str, Any] = {}
+        if state is not None:
+            query["state"] = state.value
+        if type_ is not None:
+            query["type"] = type_
+        if priority is not None:
+            query["priority"] = priority.value
+        if cursor is not None:
+            query["_id"] = {"$lt": cursor}
+        docs = await self.tasks.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list()
+        tasks = [_task(d) for d in docs[:limit]]
+        next_cursor = tasks[-1].id if len(docs) > limit else None
+        return Page(tasks, next_cursor)
+
+    async def dead_letters(
+        self, *, type_: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page:
+        return await self.list(state=TaskState.FAILED, type_=type_, limit=limit, cursor=cursor)
+
+    async def count(self, *, state: TaskState, priority: Priority | None = None) -> int:
+        query: dict[str, Any] = {"state": state.value}
+        if priority is not None:
+            query["priority"] = priority.value
+        return int(await self.tasks.count_documents(query))
+
+
+def _new_doc(new: NewTask) -> dict[str, Any]:
+    task_id = new_task_id()
+    created = now()
+    return {
+        "_id": task_id,
+        "type": new.type,
+        "priority": new.priority.value,
+        "payload": new.payload,
+        "state": TaskState.PENDING.value,
+        "version": 0,
+        "attempts": 0,
+        "max_attempts": new.max_attempts,
+        "idem": new.idempotency_key if new.idempotency_key is not None else f"task:{task_id}",
+        "idempotency_key": new.idempotency_key,
+        "payload_hash": payload_hash(new.type, new.priority, new.payload),
+        "created_at": created,
+        "updated_at": created,
+        "queued_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "run_at": new.run_at,
+        "last_error": None,
+        "result": None,
+        "worker": None,
+        "trace": dict(new.trace or {}),
+    }
+
+
+def _task(doc: Mapping[str, Any]) -> Task:
+    return Task(
+        id=doc["_id"],
+        type=doc["type"],
+        priority=Priority(doc["priority"]),
+        payload=doc["payload"],
+        state=TaskState(doc["state"]),
+        version=int(doc["version"]),
+        attempts=int(doc["attempts"]),
+        max_attempts=int(doc["max_attempts"]),
+        idempotency_key=doc.get("idempotency_key"),
+        payload_hash=doc["payload_hash"],
+        created_at=_utc(doc["created_at"]),
+        queued_at=_utc(doc.get("queued_at")),
+        started_at=_utc(doc.get("started_at")),
+        finished_at=_utc(doc.get("finished_at")),
+        run_at=_utc(doc.get("run_at")),
+        last_error=doc.get("last_error"),
+        result=doc.get("result"),
+        worker=doc.get("worker"),
+        trace=dict(doc.get("trace") or {}),
+    )
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

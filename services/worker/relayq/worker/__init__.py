@@ -1,0 +1,1 @@
+"""relayq.worker: claims jobs of one priority and runs them."""

@@ -1,0 +1,3 @@
+from relayq.worker.main import main
+
+main()

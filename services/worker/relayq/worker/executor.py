@@ -1,0 +1,302 @@
+"""What a worker does with one delivery: the task's state machine in MongoDB.
+
+At-least-once execution: a handler may run twice (a crash between its effect
+and the ack). Every state change is guarded by state and version, so a stale
+run can never overwrite a newer one, and a duplicate delivery is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from relayq.core.jobs import (
+    CLAIMABLE_STATES,
+    JobContext,
+    JobType,
+    PermanentError,
+    Registry,
+    Task,
+    TaskState,
+    UnknownJobType,
+)
+from relayq.core.queue import Delivery, Queue
+from relayq.core.settings import Settings
+from relayq.core.store import TaskStore, now
+from relayq.core.telemetry import (
+    DEAD_LETTERED,
+    JOBS,
+    QUEUE_WAIT_SECONDS,
+    RUN_SECONDS,
+    SLA_STARTS,
+    log_event,
+)
+
+log = logging.getLogger("relayq.worker")
+
+MAX_ERROR_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Done with the delivery: acknowledge and delete it."""
+
+
+@dataclass(frozen=True)
+class RetryIn:
+    """Put the delivery back, due after `seconds`."""
+
+    seconds: float
+
+
+Outcome = Ack | RetryIn
+
+
+class Executor(Protocol):
+    async def execute(self, delivery: Delivery, consumer: str) -> Outcome: ...
+
+    async def give_back(self, delivery: Delivery) -> bool:
+        """Release a run abandoned at shutdown; True if it may be put back on the queue."""
+        ...
+
+
+class TaskExecutor:
+    """Runs deliveries against task records: claim, run, complete, retry or dead-letter."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, store: TaskStore, queue: Queue
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.queue = queue
+        self._rng = random.Random()
+        self._running: dict[str, Task] = {}
+
+    async def execute(self, delivery: Delivery, consumer: str) -> Outcome:
+        msg = delivery.message
+        p = delivery.priority.value
+        try:
+            job_type = self.registry.get(msg.type)
+        except UnknownJobType as exc:
+            await self._fail_unclaimed(delivery, str(exc), "unknown-type")
+            return Ack()
+
+        if job_type.rate_limit is not None:
+            limit = job_type.rate_limit
+            wait = await self.queue.rate_limit(msg.type, limit.limit, limit.period_seconds)
+            if wait > 0:
+                JOBS.labels(priority=p, type=msg.type, outcome="deferred").inc()
+                return RetryIn(wait)
+
+        expected = list(CLAIMABLE_STATES)
+        if delivery.deliveries > 1:
+            expected.append(TaskState.ACTIVE)  # the previous holder's lease expired
+        started = now()
+        task = await self.store.transition(
+            msg.task_id,
+            expected,
+            TaskState.ACTIVE,
+            set_fields={"started_at": started, "worker": consumer, "run_at": None},
+            inc_fields={"attempts": 1},
+        )
+        if task is None:
+            JOBS.labels(priority=p, type=msg.type, outcome="dropped").inc()
+            log_event(log, logging.DEBUG, "duplicate delivery dropped", task_id=msg.task_id)
+            return Ack()
+
+        wait = max(0.0, time.time() - delivery.ready_ms / 1000)
+        QUEUE_WAIT_SECONDS.labels(priority=p).observe(wait)
+        sla = self.settings.priority_class(delivery.priority).sla_seconds
+        SLA_STARTS.labels(priority=p, met=str(sla is None or wait <= sla).lower()).inc()
+        self._running[delivery.entry_id] = task
+        try:
+            outcome = await self._run(delivery, job_type, task, wait)
+        except asyncio.CancelledError:
+            raise  # abandoned at shutdown: give_back needs the running task
+        except BaseException:
+            self._running.pop(delivery.entry_id, None)
+            raise
+        self._running.pop(delivery.entry_id, None)
+        return outcome
+
+    async def _run(self, delivery: Delivery, job_type: JobType, task: Task, wait: float) -> Outcome:
+        p = delivery.priority.value
+        adapter = logging.LoggerAdapter(
+            log, {"task_id": task.id, "type": task.type, "priority": p, **task.trace}
+        )
+        ctx = JobContext(task.id, task.attempts, delivery.priority, adapter, task.trace)
+        log_event(
+            log,
+            logging.INFO,
+            "job started",
+            task_id=task.id,
+            type=task.type,
+            priority=p,
+            attempt=task.attempts,
+            queue_wait_s=round(wait, 4),
+            **task.trace,
+        )
+        t0 = time.perf_counter()
+        try:
+            async with asyncio.timeout(job_type.timeout_seconds):
+                result = await job_type.handler(task.payload, ctx)
+            result = _json_value(result)
+        except asyncio.CancelledError:
+            raise
+        except PermanentError as exc:
+            RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
+            await self._dead_letter(task, _error_text(exc), "permanent")
+            return Ack()
+        except Exception as exc:
+            RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
+            if isinstance(exc, TimeoutError):
+                error = f"timed out after {job_type.timeout_seconds:g}s"
+            else:
+                error = _error_text(exc)
+            if task.attempts >= task.max_attempts:
+                await self._dead_letter(task, error, "attempts")
+                return Ack()
+            cls = self.settings.priority_class(delivery.priority)
+            delay = job_type.backoff_seconds(cls, task.attempts, self._rng)
+            retrying = await self.store.transition(
+                task.id,
+                [TaskState.ACTIVE],
+                TaskState.RETRYING,
+                version=task.version,
+                set_fields={"last_error": error, "run_at": _after(delay)},
+            )
+            if retrying is None:  # superseded by a newer holder
+                JOBS.labels(priority=p, type=task.type, outcome="dropped").inc()
+                return Ack()
+            JOBS.labels(priority=p, type=task.type, outcome="retried").inc()
+            log_event(
+                log,
+                logging.WARNING,
+                "job failed, will retry",
+                task_id=task.id,
+                type=task.type,
+                priority=p,
+                attempt=task.attempts,
+                retry_in_s=round(delay, 3),
+                error=error,
+            )
+            return RetryIn(delay)
+
+        RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
+        done = await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.COMPLETED,
+            version=task.version,
+            set_fields={"result": result, "finished_at": now(), "last_error": None},
+        )
+        outcome = "completed" if done is not None else "dropped"
+        JOBS.labels(priority=p, type=task.type, outcome=outcome).inc()
+        log_event(
+            log,
+            logging.INFO if done is not None else logging.WARNING,
+            "job completed" if done is not None else "job finished but was superseded",
+            task_id=task.id,
+            type=task.type,
+            priority=p,
+            run_s=round(time.perf_counter() - t0, 4),
+        )
+        return Ack()
+
+    async def _dead_letter(self, task: Task, error: str, reason: str) -> None:
+        failed = await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.FAILED,
+            version=task.version,
+            set_fields={"last_error": error, "finished_at": now()},
+        )
+        p = task.priority.value
+        if failed is None:
+            JOBS.labels(priority=p, type=task.type, outcome="dropped").inc()
+            return
+        JOBS.labels(priority=p, type=task.type, outcome="failed").inc()
+        DEAD_LETTERED.labels(priority=p, reason=reason).inc()
+        log_event(
+            log,
+            logging.ERROR,
+            "job dead-lettered",
+            task_id=task.id,
+            type=task.type,
+            priority=p,
+            reason=reason,
+            attempts=task.attempts,
+            error=error,
+        )
+
+    async def _fail_unclaimed(self, delivery: Delivery, error: str, reason: str) -> None:
+        """Dead-letter a task no worker can run (unknown type, poison)."""
+        msg = delivery.message
+        failed = await self.store.transition(
+            msg.task_id,
+            [*CLAIMABLE_STATES, TaskState.ACTIVE],
+            TaskState.FAILED,
+            set_fields={"last_error": error, "finished_at": now()},
+        )
+        p = delivery.priority.value
+        if failed is None:
+            return
+        JOBS.labels(priority=p, type=msg.type, outcome="failed").inc()
+        DEAD_LETTERED.labels(priority=p, reason=reason).inc()
+        log_event(
+            log,
+            logging.ERROR,
+            "job dead-lettered",
+            task_id=msg.task_id,
+            type=msg.type,
+            priority=p,
+            reason=reason,
+            deliveries=delivery.deliveries,
+            error=error,
+        )
+
+    async def poison(self, delivery: Delivery) -> None:
+        """A delivery handed out more than max_deliveries times: dead-letter its task."""
+        await self._fail_unclaimed(
+            delivery, f"poison: delivered {delivery.deliveries} times without finishing", "poison"
+        )
+
+    async def give_back(self, delivery: Delivery) -> bool:
+        """Return an abandoned run's task to `retrying`, its attempt not counted."""
+        task = self._running.pop(delivery.entry_id, None)
+        if task is None:
+            return False
+        returned = await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.RETRYING,
+            version=task.version,
+            set_fields={"last_error": "worker stopped before the job finished", "run_at": now()},
+            inc_fields={"attempts": -1},
+        )
+        return returned is not None
+
+
+def _after(seconds: float) -> datetime:
+    return now() + timedelta(seconds=seconds)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR_LENGTH]
+
+
+def _json_value(value: Any) -> Any:
+    """The handler's result if it is JSON, else a PermanentError: results are stored as JSON."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"handler returned a value that is not JSON: {exc}") from None
+    return value

@@ -1,0 +1,55 @@
+"""Job types the tests load into worker processes (RELAYQ_JOB_MODULES=tests.jobtypes).
+
+Each records its runs in the `effects` collection of the task's database, so a
+test can count side effects across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from relayq.core.jobs import JobContext, JobType, RateLimit
+from relayq.core.priorities import Priority
+from relayq.core.settings import Settings
+from relayq.core.store import connect_mongo
+
+_settings = Settings.from_env()
+_mongo = connect_mongo(_settings.mongo_url)
+_effects = _mongo[_settings.mongo_database]["effects"]
+
+
+async def record(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Sleeps payload.seconds, then records one run; payload.failTimes attempts fail first."""
+    await _effects.insert_one(
+        {"task_id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "at": time.time(),
+         "phase": "start"}
+    )  # fmt: skip
+    await asyncio.sleep(float(payload.get("seconds", 0)))
+    if ctx.attempt <= int(payload.get("failTimes", 0)):
+        raise RuntimeError(f"planned failure {ctx.attempt}")
+    await _effects.insert_one(
+        {"task_id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "at": time.time(),
+         "phase": "done"}
+    )  # fmt: skip
+    return {"attempt": ctx.attempt}
+
+
+async def crash(payload: dict[str, Any], ctx: JobContext) -> None:
+    """Kills its worker process outright: a poison job."""
+    os._exit(17)
+
+
+JOB_TYPES = [
+    JobType("record", record, Priority.HIGH, timeout_seconds=120),
+    JobType(
+        "limited",
+        record,
+        Priority.MEDIUM,
+        timeout_seconds=30,
+        rate_limit=RateLimit(limit=5, period_seconds=1.0),
+    ),
+    JobType("crash", crash, Priority.LOW, timeout_seconds=30),
+]
