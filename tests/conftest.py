@@ -59,6 +59,9 @@ def settings(redis_srv: LocalServer, mongo_srv: LocalServer) -> Settings:
 
 @pytest.fixture
 async def clients(settings: Settings) -> AsyncIterator[Clients]:
+    from tests import jobtypes
+
+    jobtypes.configure(settings)
     async with open_clients(settings) as c:
         yield c
         await c.store.client.drop_database(settings.mongo_database)
@@ -77,8 +80,8 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         RELAYQ_METRICS_PORT="0",
         RELAYQ_JOB_MODULES=",".join(settings.job_modules),
         PYTHONPATH=str(REPO_ROOT),
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -133,6 +136,8 @@ def start_worker(
     yield start
     for worker in started:
         worker.kill()
+        # Shown by pytest only when the test failed.
+        print(f"--- {worker.log_path.name} (exit {worker.process.returncode})\n{worker.log()[-4000:]}")
 
 
 async def wait_until(

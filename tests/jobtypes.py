@@ -16,21 +16,31 @@ from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
 from relayq.core.store import connect_mongo
 
-_settings = Settings.from_env()
-_mongo = connect_mongo(_settings.mongo_url)
-_effects = _mongo[_settings.mongo_database]["effects"]
+_effects: Any = None
+
+
+def configure(settings: Settings) -> None:
+    """Record effects in `settings`' database (tests running workers in-process)."""
+    global _effects
+    _effects = connect_mongo(settings.mongo_url)[settings.mongo_database]["effects"]
+
+
+def _collection() -> Any:
+    if _effects is None:
+        configure(Settings.from_env())
+    return _effects
 
 
 async def record(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Sleeps payload.seconds, then records one run; payload.failTimes attempts fail first."""
-    await _effects.insert_one(
+    await _collection().insert_one(
         {"task_id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "at": time.time(),
          "phase": "start"}
     )  # fmt: skip
     await asyncio.sleep(float(payload.get("seconds", 0)))
     if ctx.attempt <= int(payload.get("failTimes", 0)):
         raise RuntimeError(f"planned failure {ctx.attempt}")
-    await _effects.insert_one(
+    await _collection().insert_one(
         {"task_id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "at": time.time(),
          "phase": "done"}
     )  # fmt: skip

@@ -70,12 +70,12 @@ class Countdown:
         if self.calls >= self.expected:
             self.done.set()
 
-    async def wait(self, worker: asyncio.Task[Any], timeout: float = PROCESS_TIMEOUT_S) -> None:
-        """Return once every job ran; raise if `worker` ends first or on timeout."""
+    async def wait(self, worker: asyncio.Task[Any], limit_s: float = PROCESS_TIMEOUT_S) -> None:
+        """Return once every job ran; raise if `worker` ends first or after `limit_s`."""
         waiter = asyncio.ensure_future(self.done.wait())
         try:
             finished, _ = await asyncio.wait(
-                {waiter, worker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                {waiter, worker}, timeout=limit_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             waiter.cancel()
@@ -85,29 +85,27 @@ class Countdown:
             return
         if worker in finished:
             cause = None if worker.cancelled() else worker.exception()
-            raise RuntimeError(
-                f"worker stopped after {self.calls}/{self.expected} jobs"
-            ) from cause
-        raise TimeoutError(f"only {self.calls}/{self.expected} jobs ran within {timeout}s")
+            raise RuntimeError(f"worker stopped after {self.calls}/{self.expected} jobs") from cause
+        raise TimeoutError(f"only {self.calls}/{self.expected} jobs ran within {limit_s}s")
 
 
 async def wait_until(
-    predicate: Callable[[], bool], what: str, timeout: float = SETTLE_TIMEOUT_S
+    predicate: Callable[[], bool], what: str, limit_s: float = SETTLE_TIMEOUT_S
 ) -> None:
-    """Poll `predicate` every millisecond until it holds; raise TimeoutError after `timeout`."""
-    deadline = time.monotonic() + timeout
+    """Poll `predicate` every millisecond until it holds; raise TimeoutError after `limit_s`."""
+    deadline = time.monotonic() + limit_s
     while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached within {timeout}s")
+            raise TimeoutError(f"{what} not reached within {limit_s}s")
         await asyncio.sleep(0.001)
 
 
-async def finish_task(task: asyncio.Task[Any], timeout: float = SETTLE_TIMEOUT_S) -> None:
+async def finish_task(task: asyncio.Task[Any], limit_s: float = SETTLE_TIMEOUT_S) -> None:
     """Let a worker task that was asked to stop end; cancel it if it takes too long.
 
     A worker task ending cancelled (some libraries stop that way) is not an error.
     """
-    await asyncio.wait({task}, timeout=timeout)
+    await asyncio.wait({task}, timeout=limit_s)
     if not task.done():
         task.cancel()
         await asyncio.wait({task})

@@ -45,9 +45,7 @@ async def measure(redis_url: str, jobs: int, concurrency: int) -> dict[str, floa
     queue = Queue.from_url(redis_url, name=QUEUE_NAME)
     await queue.connect()
     try:
-        worker: Worker[Context] = Worker(
-            queue, functions=[("noop", noop)], concurrency=concurrency
-        )
+        worker: Worker[Context] = Worker(queue, functions=[("noop", noop)], concurrency=concurrency)
         started = time.perf_counter()
         task = asyncio.create_task(worker.start())
         try:

@@ -6,7 +6,7 @@ import re
 import secrets
 import time
 
-TASK_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+TASK_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
 def new_task_id() -> str:
@@ -15,4 +15,4 @@ def new_task_id() -> str:
 
 
 def is_task_id(value: str) -> bool:
-    return bool(TASK_ID_PATTERN.match(value))
+    return bool(TASK_ID_PATTERN.fullmatch(value))

@@ -71,7 +71,8 @@ class Task:
         state: see TaskState.
         version: bumped by every transition; guards against stale writers.
         attempts: runs started so far.
-        max_attempts: runs allowed before dead-lettering.
+        max_attempts: runs allowed before dead-lettering; grows when a dead letter is retried.
+        attempt_budget: runs allowed per round (the original max_attempts).
         idempotency_key: the client's key; a replay returns this task.
         payload_hash: digest of type, priority and payload, to tell a replay from a conflict.
         created_at, queued_at, started_at, finished_at: timestamps (UTC).
@@ -90,6 +91,7 @@ class Task:
     version: int
     attempts: int
     max_attempts: int
+    attempt_budget: int
     idempotency_key: str | None
     payload_hash: str
     created_at: datetime
@@ -151,14 +153,20 @@ PayloadValidator = Callable[[dict[str, Any]], dict[str, Any]]
 
 @dataclass(frozen=True)
 class RateLimit:
-    """At most `limit` starts per `period_seconds`, across every worker process."""
+    """`limit` starts per `period_seconds` across every worker process.
+
+    Starts are spaced `period_seconds / limit` apart; `burst` of them may go at
+    once after a quiet spell (1, the default, never exceeds `limit` + 1 in any
+    window of one period).
+    """
 
     limit: int
     period_seconds: float
+    burst: int = 1
 
     def __post_init__(self) -> None:
-        if self.limit < 1 or self.period_seconds <= 0:
-            raise ValueError("a rate limit needs limit >= 1 and period_seconds > 0")
+        if self.limit < 1 or self.period_seconds <= 0 or self.burst < 1:
+            raise ValueError("a rate limit needs limit >= 1, period_seconds > 0 and burst >= 1")
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,14 @@ class PriorityKeys:
         stream: Redis Stream of ready jobs; its consumer group's pending list is the in-flight set.
         delayed: sorted set of "taskId|type" scored by due time (ms), for retries and schedules.
         paused: present while the priority is paused.
+        wake: a one-entry stream touched when the earliest due time changes or the
+            queue resumes, so idle workers blocked on XREAD recompute their wait.
     """
 
     stream: str
     delayed: str
     paused: str
+    wake: str
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,12 @@ class Keys:
 
     def of(self, priority: Priority) -> PriorityKeys:
         base = f"{self.prefix}:{{{priority.value}}}"
-        return PriorityKeys(stream=f"{base}:stream", delayed=f"{base}:delayed", paused=f"{base}:paused")
+        return PriorityKeys(
+            stream=f"{base}:stream",
+            delayed=f"{base}:delayed",
+            paused=f"{base}:paused",
+            wake=f"{base}:wake",
+        )
 
     def rate_limit(self, job_type: str) -> str:
         return f"{self.prefix}:ratelimit:{{{job_type}}}"

@@ -64,12 +64,14 @@ class Claim:
         deliveries: what was claimed.
         last_entry_id: newest stream entry when nothing was claimed, to block on.
         next_due_ms: due time of the earliest delayed job, or None.
+        last_wake_id: newest wake entry when nothing was claimed, to block on.
     """
 
     paused: bool
     deliveries: list[Delivery]
     last_entry_id: str
     next_due_ms: int | None
+    last_wake_id: str = "0-0"
 
 
 @dataclass(frozen=True)
@@ -153,13 +155,14 @@ class Queue:
         argv: list[Any] = []
         for message, delay in messages:
             argv += [message.member, max(0, int(delay * 1000))]
-        await self._scripts["schedule"](keys=[self.keys.of(priority).delayed], args=argv)
+        k = self.keys.of(priority)
+        await self._scripts["schedule"](keys=[k.delayed, k.wake], args=argv)
 
     async def claim(self, priority: Priority, consumer: str, count: int) -> Claim:
         """Promote due delayed jobs, then claim up to `count` ready ones."""
         k = self.keys.of(priority)
-        paused, entries, last_id, next_due = await self._scripts["claim"](
-            keys=[k.stream, k.delayed, k.paused],
+        paused, entries, last_id, next_due, wake_id = await self._scripts["claim"](
+            keys=[k.stream, k.delayed, k.paused, k.wake],
             args=[CONSUMER_GROUP, consumer, count, PROMOTE_LIMIT],
         )
         deliveries = [_delivery(priority, e[0], e[1], 1) for e in entries]
@@ -168,12 +171,16 @@ class Queue:
             deliveries=deliveries,
             last_entry_id=_text(last_id),
             next_due_ms=None if int(next_due) < 0 else int(next_due),
+            last_wake_id=_text(wake_id),
         )
 
-    async def wait_for_entries(self, priority: Priority, after_id: str, timeout: float) -> None:
-        """Block until an entry newer than `after_id` arrives, or the timeout passes."""
+    async def wait_for_work(self, priority: Priority, claim: Claim, timeout: float) -> None:
+        """Block until a new entry or a wake signal arrives after `claim`, or the timeout."""
+        k = self.keys.of(priority)
         ms = max(1, int(timeout * 1000))
-        await self.redis.xread({self.keys.of(priority).stream: after_id}, count=1, block=ms)
+        await self.redis.xread(
+            {k.stream: claim.last_entry_id, k.wake: claim.last_wake_id}, count=1, block=ms
+        )
 
     async def ack(self, priority: Priority, entry_ids: Iterable[str]) -> int:
         """Acknowledge finished jobs and delete their entries."""
@@ -187,7 +194,7 @@ class Queue:
         """Move a claimed job to the delayed set; returns its due time (ms)."""
         k = self.keys.of(delivery.priority)
         due = await self._scripts["retry"](
-            keys=[k.stream, k.delayed],
+            keys=[k.stream, k.delayed, k.wake],
             args=[
                 CONSUMER_GROUP,
                 delivery.entry_id,
@@ -231,7 +238,11 @@ class Queue:
         await self.redis.set(self.keys.of(priority).paused, "1")
 
     async def resume(self, priority: Priority) -> None:
-        await self.redis.delete(self.keys.of(priority).paused)
+        k = self.keys.of(priority)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(k.paused)
+            pipe.xadd(k.wake, {"resumed": "1"}, maxlen=1, approximate=False)
+            await pipe.execute()
 
     async def stats(self, priority: Priority) -> QueueStats:
         k = self.keys.of(priority)
@@ -253,17 +264,20 @@ class Queue:
         """Undelivered + in flight + due delayed: the number the operator scales on."""
         return (await self.stats(priority)).backlog
 
-    async def rate_limit(self, job_type: str, limit: int, period_seconds: float) -> float:
+    async def rate_limit(
+        self, job_type: str, limit: int, period_seconds: float, burst: int = 1
+    ) -> float:
         """Take one start from `job_type`'s shared budget: 0 if allowed, else seconds to wait."""
         allowed, wait_ms = await self._scripts["rate_limit"](
-            keys=[self.keys.rate_limit(job_type)], args=[limit, int(period_seconds * 1000)]
+            keys=[self.keys.rate_limit(job_type)],
+            args=[limit, int(period_seconds * 1000), burst],
         )
         return 0.0 if int(allowed) else int(wait_ms) / 1000
 
     async def purge(self, priority: Priority) -> None:
         """Delete a priority's stream and delayed set (tests and local resets only)."""
         k = self.keys.of(priority)
-        await self.redis.delete(k.stream, k.delayed, k.paused)
+        await self.redis.delete(k.stream, k.delayed, k.paused, k.wake)
         self._ready.discard(priority)
         await asyncio.sleep(0)
 

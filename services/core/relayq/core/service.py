@@ -96,7 +96,11 @@ class JobService:
         payload = self.registry.check_payload(request.type, request.payload)
         priority = request.priority or job_type.default_priority
         cls = self.settings.priority_class(priority)
-        max_attempts = request.max_attempts or job_type.attempts_under(cls)
+        max_attempts = (
+            request.max_attempts
+            if request.max_attempts is not None
+            else job_type.attempts_under(cls)
+        )
         if not 1 <= max_attempts <= 100:
             raise InvalidPayload("maxAttempts must be between 1 and 100", field="maxAttempts")
         key = request.idempotency_key
@@ -137,23 +141,25 @@ class JobService:
         news = [self._prepare(r) for r in requests]
         inserted = await self.store.insert_many(news)
         fresh = [task for task, created in inserted if created]
-        dispatched = await self.dispatch(fresh)
-        out = []
-        for task, created in inserted:
-            if created and task.id in dispatched:
-                task.state = TaskState.QUEUED
-            out.append(Submitted(task, created))
-        return out
+        undispatched = await self.dispatch(fresh)
+        return [
+            Submitted(undispatched.get(task.id, task) if created else task, created)
+            for task, created in inserted
+        ]
 
-    async def dispatch(self, tasks: Sequence[Task]) -> set[str]:
-        """Put tasks on Redis and mark them queued; returns the ids that made it."""
-        done: set[str] = set()
+    async def dispatch(self, tasks: Sequence[Task]) -> dict[str, Task]:
+        """Put `queued` tasks on Redis; those it cannot go back to `pending`.
+
+        Returns the tasks left pending, by id, for recovery to dispatch later.
+        """
+        left: dict[str, Task] = {}
         by_priority: dict[Priority, list[Task]] = {}
         for t in tasks:
             by_priority.setdefault(t.priority, []).append(t)
         for priority, group in by_priority.items():
-            ready = [t for t in group if t.run_at is None or t.run_at <= now()]
-            later = [t for t in group if t.run_at is not None and t.run_at > now()]
+            at = now()
+            ready = [t for t in group if t.run_at is None or t.run_at <= at]
+            later = [t for t in group if t.run_at is not None and t.run_at > at]
             try:
                 await self.queue.ensure_group(priority)
                 if ready:
@@ -162,7 +168,7 @@ class JobService:
                     await self.queue.schedule(
                         priority,
                         [
-                            (Message(t.id, t.type), (t.run_at - now()).total_seconds())
+                            (Message(t.id, t.type), (t.run_at - at).total_seconds())
                             for t in later
                             if t.run_at is not None
                         ],
@@ -176,13 +182,34 @@ class JobService:
                     tasks=len(group),
                     error=str(exc),
                 )
+                for t in group:
+                    reverted = await self.store.transition(
+                        t.id,
+                        [TaskState.QUEUED],
+                        TaskState.PENDING,
+                        version=t.version,
+                        set_fields={"queued_at": None},
+                    )
+                    left[t.id] = reverted or t
                 continue
-            ids = [t.id for t in group]
-            await self.store.mark_queued(ids)
-            done.update(ids)
             for t in group:
                 ENQUEUED.labels(priority=priority.value, type=t.type).inc()
-        return done
+        return left
+
+    async def dispatch_pending(self, tasks: Sequence[Task]) -> dict[str, Task]:
+        """pending -> queued, then dispatch; returns the tasks still pending."""
+        queued = []
+        for t in tasks:
+            moved = await self.store.transition(
+                t.id,
+                [TaskState.PENDING],
+                TaskState.QUEUED,
+                version=t.version,
+                set_fields={"queued_at": now()},
+            )
+            if moved is not None:
+                queued.append(moved)
+        return await self.dispatch(queued)
 
     async def get(self, task_id: str) -> Task | None:
         return await self.store.get(task_id)
@@ -191,17 +218,29 @@ class JobService:
         return await self.store.list(**filters)
 
     async def retry_dead_letter(self, task_id: str) -> Task | None:
-        """failed -> pending with a fresh attempt budget, then dispatch; None if not failed."""
+        """failed -> pending with a fresh attempt budget, then dispatch; None if not failed.
+
+        `attempts` keeps counting every run; the budget is extended by the
+        task's original number of attempts.
+        """
+        current = await self.store.get(task_id)
+        if current is None or current.state is not TaskState.FAILED:
+            return None
         task = await self.store.transition(
             task_id,
             [TaskState.FAILED],
-            TaskState.PENDING,
-            set_fields={"attempts": 0, "finished_at": None, "run_at": None},
+            TaskState.QUEUED,
+            version=current.version,
+            set_fields={
+                "max_attempts": current.attempts + current.attempt_budget,
+                "finished_at": None,
+                "run_at": None,
+                "queued_at": now(),
+            },
         )
         if task is None:
             return None
-        if task.id in await self.dispatch([task]):
-            task.state = TaskState.QUEUED
+        task = (await self.dispatch([task])).get(task.id, task)
         log_event(log, logging.INFO, "dead letter retried", task_id=task.id, type=task.type)
         return task
 
@@ -224,7 +263,7 @@ class JobService:
     async def delete_dead_letter(self, task_id: str) -> bool:
         return await self.store.delete(task_id, [TaskState.FAILED])
 
-    async def overview(self) -> list[QueueOverview]:
+    async def overview(self) -> "list[QueueOverview]":
         out = []
         for priority in Priority:
             stats = await self.queue.stats(priority)

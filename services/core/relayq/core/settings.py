@@ -5,6 +5,7 @@ Every variable is listed in the README's settings table; keep the two in step.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -89,6 +90,8 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a finite number")
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} is below its minimum {minimum:g}")
     return value

@@ -6,22 +6,28 @@ version, so a stale worker can never overwrite a newer state.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from relayq.core.ids import new_task_id
 from relayq.core.jobs import Task, TaskState
 from relayq.core.priorities import Priority
 
 MAX_PAGE = 500
+TRANSIENT_RETRIES = 6
+# Errors a write can meet under contention and that leave nothing applied:
+# SQLite's lock timeouts (FerretDB's backend) and MongoDB's transient labels.
+TRANSIENT_MARKERS = ("database is locked", "SQLITE_BUSY", "WriteConflict")
 
 
 class IdempotencyConflict(Exception):
@@ -53,6 +59,24 @@ class Page:
 
     tasks: list[Task]
     next_cursor: str | None
+
+
+T = TypeVar("T")
+
+
+async def with_transient_retry(op: Callable[[], Awaitable[T]]) -> T:
+    """Run `op`, retrying with jittered backoff while it fails transiently."""
+    for attempt in range(TRANSIENT_RETRIES):
+        try:
+            return await op()
+        except OperationFailure as exc:
+            transient = any(m in str(exc) for m in TRANSIENT_MARKERS) or exc.has_error_label(
+                "TransientTransactionError"
+            )
+            if not transient or attempt == TRANSIENT_RETRIES - 1:
+                raise
+            await asyncio.sleep(0.005 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def now() -> datetime:
@@ -101,10 +125,16 @@ class TaskStore:
     # -- writes -------------------------------------------------------------
 
     async def insert(self, new: NewTask) -> tuple[Task, bool]:
-        """Insert a task as `pending`; returns (task, created). A replay returns the original."""
+        """Insert a task as `queued`; returns (task, created). A replay returns the original.
+
+        The record is written as `queued` before the job is put on Redis, and
+        set back to `pending` if that fails; a crash in between leaves a queued
+        task that Redis does not hold, which recovery dispatches again.
+        (One write per job instead of two also avoids racing a fast worker.)
+        """
         doc = _new_doc(new)
         try:
-            await self.tasks.insert_one(doc)
+            await with_transient_retry(lambda: self.tasks.insert_one(doc))
         except DuplicateKeyError:
             existing = await self.tasks.find_one({"idem": doc["idem"]})
             if existing is None:  # the original was deleted meanwhile
@@ -119,7 +149,7 @@ class TaskStore:
         """Insert many; tasks with idempotency keys go one by one to resolve replays."""
         plain = [_new_doc(n) for n in news if n.idempotency_key is None]
         if plain:
-            await self.tasks.insert_many(plain, ordered=False)
+            await with_transient_retry(lambda: self.tasks.insert_many(plain, ordered=False))
         plain_iter = iter(plain)
         out: list[tuple[Task, bool]] = []
         for n in news:
@@ -151,20 +181,12 @@ class TaskStore:
             "$set": {"state": new_state.value, "updated_at": now(), **(set_fields or {})},
             "$inc": {"version": 1, **(inc_fields or {})},
         }
-        doc = await self.tasks.find_one_and_update(
-            query, update, return_document=ReturnDocument.AFTER
+        doc = await with_transient_retry(
+            lambda: self.tasks.find_one_and_update(
+                query, update, return_document=ReturnDocument.AFTER
+            )
         )
         return _task(doc) if doc is not None else None
-
-    async def mark_queued(self, task_ids: Sequence[str]) -> int:
-        """pending -> queued for tasks just put on Redis; a worker may already have moved on."""
-        if not task_ids:
-            return 0
-        result = await self.tasks.update_many(
-            {"_id": {"$in": list(task_ids)}, "state": TaskState.PENDING.value},
-            {"$set": {"state": TaskState.QUEUED.value, "queued_at": now()}, "$inc": {"version": 1}},
-        )
-        return int(result.modified_count)
 
     async def delete(self, task_id: str, states: Sequence[TaskState]) -> bool:
         result = await self.tasks.delete_one(
@@ -175,7 +197,7 @@ class TaskStore:
     # -- reads --------------------------------------------------------------
 
     async def get(self, task_id: str) -> Task | None:
-        doc = await self.tasks.find_one({"_id": task_id})
+        doc = await with_transient_retry(lambda: self.tasks.find_one({"_id": task_id}))
         return _task(doc) if doc is not None else None
 
     async def list(
@@ -223,16 +245,17 @@ def _new_doc(new: NewTask) -> dict[str, Any]:
         "type": new.type,
         "priority": new.priority.value,
         "payload": new.payload,
-        "state": TaskState.PENDING.value,
+        "state": TaskState.QUEUED.value,
         "version": 0,
         "attempts": 0,
         "max_attempts": new.max_attempts,
+        "attempt_budget": new.max_attempts,
         "idem": new.idempotency_key if new.idempotency_key is not None else f"task:{task_id}",
         "idempotency_key": new.idempotency_key,
         "payload_hash": payload_hash(new.type, new.priority, new.payload),
         "created_at": created,
         "updated_at": created,
-        "queued_at": None,
+        "queued_at": created,
         "started_at": None,
         "finished_at": None,
         "run_at": new.run_at,
@@ -253,6 +276,7 @@ def _task(doc: Mapping[str, Any]) -> Task:
         version=int(doc["version"]),
         attempts=int(doc["attempts"]),
         max_attempts=int(doc["max_attempts"]),
+        attempt_budget=int(doc.get("attempt_budget", doc["max_attempts"])),
         idempotency_key=doc.get("idempotency_key"),
         payload_hash=doc["payload_hash"],
         created_at=_utc(doc["created_at"]),

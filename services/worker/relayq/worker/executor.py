@@ -41,6 +41,9 @@ from relayq.core.telemetry import (
 log = logging.getLogger("relayq.worker")
 
 MAX_ERROR_LENGTH = 2000
+# A job held back by its rate limit waits in its slot up to this long, then
+# goes back to the delayed set so it does not hold a slot for longer.
+RATE_WAIT_IN_SLOT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,11 @@ class TaskExecutor:
             return Ack()
 
         if job_type.rate_limit is not None:
-            limit = job_type.rate_limit
-            wait = await self.queue.rate_limit(msg.type, limit.limit, limit.period_seconds)
+            wait = await self._take_rate_slot(job_type)
             if wait > 0:
                 JOBS.labels(priority=p, type=msg.type, outcome="deferred").inc()
-                return RetryIn(wait)
+                # Spread the deferred jobs so they do not all return at once.
+                return RetryIn(wait * (1 + self._rng.random()))
 
         expected = list(CLAIMABLE_STATES)
         if delivery.deliveries > 1:
@@ -125,6 +128,19 @@ class TaskExecutor:
             raise
         self._running.pop(delivery.entry_id, None)
         return outcome
+
+    async def _take_rate_slot(self, job_type: JobType) -> float:
+        """Wait in the slot for a short limit; return the wait when it is too long for that."""
+        assert job_type.rate_limit is not None
+        limit = job_type.rate_limit
+        deadline = time.monotonic() + RATE_WAIT_IN_SLOT_SECONDS
+        while True:
+            wait = await self.queue.rate_limit(
+                job_type.name, limit.limit, limit.period_seconds, limit.burst
+            )
+            if wait <= 0 or time.monotonic() + wait > deadline:
+                return wait
+            await asyncio.sleep(wait + self._rng.uniform(0, wait / 4))
 
     async def _run(self, delivery: Delivery, job_type: JobType, task: Task, wait: float) -> Outcome:
         p = delivery.priority.value

@@ -166,8 +166,7 @@ class Worker:
                 timeout = min(timeout, max(0.005, claim.next_due_ms / 1000 - time.time()))
             try:
                 await self._until(
-                    self.queue.wait_for_entries(cfg.priority, claim.last_entry_id, timeout),
-                    timeout + 1,
+                    self.queue.wait_for_work(cfg.priority, claim, timeout), timeout + 1
                 )
             except (RedisError, OSError) as exc:
                 failures += 1

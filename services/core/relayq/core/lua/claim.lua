@@ -1,9 +1,10 @@
 -- Claims up to ARGV[3] jobs for one consumer, after promoting due delayed jobs.
 -- Input:  KEYS[1] stream, KEYS[2] delayed (zset: "taskId|type" scored by due ms),
---         KEYS[3] paused flag
+--         KEYS[3] paused flag, KEYS[4] wake stream
 --         ARGV[1] group, ARGV[2] consumer, ARGV[3] max jobs to claim,
 --         ARGV[4] max delayed jobs to promote
--- Output: {paused (0|1), entries, last stream id or "0-0", next due ms or -1}
+-- Output: {paused (0|1), entries, last stream id or "0-0", next due ms or -1,
+--          last wake id or "0-0"}
 --         entries as XREADGROUP returns them: {{id, {field, value, ...}}, ...}
 local stream, delayed, paused = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
@@ -12,6 +13,12 @@ local count, promote_limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+local function last_id(key)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #last > 0 then return last[1][1] end
+  return '0-0'
+end
+
 local function next_due()
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if #first == 0 then return -1 end
@@ -19,7 +26,7 @@ local function next_due()
 end
 
 if redis.call('EXISTS', paused) == 1 then
-  return {1, {}, '0-0', next_due()}
+  return {1, {}, '0-0', next_due(), last_id(KEYS[4])}
 end
 
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, promote_limit)
@@ -43,9 +50,6 @@ end
 local entries = {}
 if res and res[1] then entries = res[1][2] end
 if #entries > 0 then
-  return {0, entries, '0-0', -1}
+  return {0, entries, '0-0', -1, '0-0'}
 end
-local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-local last_id = '0-0'
-if #last > 0 then last_id = last[1][1] end
-return {0, entries, last_id, next_due()}
+return {0, entries, last_id(stream), next_due(), last_id(KEYS[4])}

@@ -1,0 +1,345 @@
+"""Side-by-side benchmark: relayq against SAQ, arq, taskiq and BullMQ.
+
+    python -m bench.run [--jobs 20000] [--concurrency 50] [--engines relayq,saq,...]
+
+Starts one throwaway redis-server and one FerretDB on free loopback ports, runs
+every engine one after the other on that same Redis (flushed before each) with
+the same job count and worker concurrency, prints a table and writes
+bench/results.json. An engine that fails is reported as an error row; the
+others still run. Every engine follows the protocol in bench.competitors.common.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+from relayq.cli.servers import LocalServer, ferretdb_server, redis_server
+
+from bench import relayq_bench
+from bench.competitors import arq_bench, bullmq_bench, common, saq_bench, taskiq_bench
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results.json"
+INSTALL_SCRIPT = REPO_ROOT / "tools" / "install-bench.sh"
+ENGINE_TIMEOUT_S = 3 * common.PROCESS_TIMEOUT_S
+
+Measure = Callable[[str, int, int], Awaitable[dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One row of the benchmark.
+
+    Attributes:
+        name: the engine's key in results.json.
+        label: how the table shows it.
+        needs_store: whether it also takes the MongoDB URL (relayq with its store).
+    """
+
+    name: str
+    label: str
+    needs_store: bool = False
+
+
+ENGINES: tuple[Engine, ...] = (
+    Engine("relayq", "relayq"),
+    Engine("saq", "saq"),
+    Engine("arq", "arq"),
+    Engine("taskiq", "taskiq"),
+    Engine("bullmq", "bullmq"),
+    Engine("relayq_store", "relayq + store", needs_store=True),
+)
+COMPETITORS: dict[str, Measure] = {
+    "relayq": relayq_bench.measure_engine,
+    "saq": saq_bench.measure,
+    "arq": arq_bench.measure,
+    "taskiq": taskiq_bench.measure,
+    "bullmq": bullmq_bench.measure,
+}
+
+Result = dict[str, Any]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=20000, help="jobs per engine (default 20000)")
+    parser.add_argument(
+        "--concurrency", type=int, default=50, help="worker concurrency (default 50)"
+    )
+    parser.add_argument(
+        "--engines",
+        default=",".join(engine.name for engine in ENGINES),
+        help="comma-separated subset of: " + ", ".join(engine.name for engine in ENGINES),
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="do not run tools/install-bench.sh (BullMQ's node_modules) first",
+    )
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.concurrency < 1:
+        parser.error("--jobs and --concurrency must be positive")
+    known = {engine.name for engine in ENGINES}
+    chosen = [name.strip() for name in args.engines.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - known)
+    if unknown or not chosen:
+        parser.error(f"unknown engines: {', '.join(unknown) or '(none given)'}")
+    args.engines = [engine for engine in ENGINES if engine.name in chosen]
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def install_node_side() -> None:
+    """Run tools/install-bench.sh; a failure only costs the BullMQ row."""
+    try:
+        subprocess.run(["bash", str(INSTALL_SCRIPT)], check=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log(f"tools/install-bench.sh failed ({exc}); BullMQ will be reported as an error")
+
+
+def flush(redis_port: int) -> None:
+    client = redis.Redis(host="127.0.0.1", port=redis_port)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+def run_engine(
+    engine: Engine, redis_url: str, mongo_url: str | None, args: argparse.Namespace
+) -> Result:
+    """Measure one engine in a fresh event loop; an exception becomes {"error": ...}."""
+
+    async def measure() -> dict[str, float]:
+        if engine.needs_store:
+            if mongo_url is None:
+                raise RuntimeError("FerretDB did not start")
+            call: Awaitable[dict[str, float]] = relayq_bench.measure_with_store(
+                redis_url, mongo_url, args.jobs, args.concurrency
+            )
+        else:
+            call = COMPETITORS[engine.name](redis_url, args.jobs, args.concurrency)
+        return await asyncio.wait_for(call, ENGINE_TIMEOUT_S)
+
+    started = time.monotonic()
+    try:
+        result = asyncio.run(measure())
+        missing = {"enqueue_per_s", "process_per_s"} - set(result)
+        if missing:
+            raise RuntimeError(f"measure returned no {', '.join(sorted(missing))}")
+        out: Result = {
+            "enqueue_per_s": float(result["enqueue_per_s"]),
+            "process_per_s": float(result["process_per_s"]),
+        }
+    except NotImplementedError as exc:
+        out = {"error": f"NotImplementedError: {exc}"}
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        out = {"error": f"{type(exc).__name__}: {exc}"}
+    if "error" in out:
+        log(f"{engine.label}: {out['error']}")
+    log(f"{engine.label}: done in {time.monotonic() - started:.1f}s")
+    return out
+
+
+def ratio(relayq: Result | None, other: Result | None) -> float | None:
+    """relayq's process rate over another engine's, when both ran."""
+    if not relayq or not other or "process_per_s" not in relayq or "process_per_s" not in other:
+        return None
+    return float(relayq["process_per_s"]) / float(other["process_per_s"])
+
+
+def table(engines: list[Engine], results: dict[str, Result]) -> str:
+    """The results as a text table; an engine that failed gets its error on its row."""
+    header = ("engine", "enqueue/s", "process/s", "relayq process ratio")
+    rows: list[tuple[str, ...]] = []
+    errors: dict[str, str] = {}
+    relayq = results.get("relayq")
+    for engine in engines:
+        result = results[engine.name]
+        if "error" in result:
+            errors[engine.label] = str(result["error"])
+            rows.append((engine.label,))
+            continue
+        if engine.name == "relayq_store":
+            shown = ""
+        else:
+            value = ratio(relayq, result)
+            shown = "n/a" if value is None else f"{value:.2f}x"
+        rows.append(
+            (
+                engine.label,
+                f"{result['enqueue_per_s']:,.0f}",
+                f"{result['process_per_s']:,.0f}",
+                shown,
+            )
+        )
+    widths = [max(len(row[i]) for row in [header, *rows] if len(row) > i) for i in range(4)]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=False)]
+        return "  ".join(cells).rstrip()
+
+    lines = [line(header), "  ".join("-" * width for width in widths)]
+    for row in rows:
+        if row[0] in errors:
+            lines.append(f"{row[0].ljust(widths[0])}  ERROR {errors[row[0]]}")
+        else:
+            lines.append(line(row))
+    return "\n".join(lines)
+
+
+def command_output(argv: list[str]) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def machine(redis_port: int) -> str:
+    """CPU model, cores, RAM, and the Python, Redis and Node versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown RAM"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB RAM"
+                break
+    except OSError:
+        pass
+    client = redis.Redis(host="127.0.0.1", port=redis_port)
+    try:
+        info = cast(dict[str, Any], client.info("server"))
+        redis_version = str(info["redis_version"])
+    finally:
+        client.close()
+    node = command_output(["node", "--version"]) or "not found"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {ram}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, Redis {redis_version}, Node {node}"
+    )
+
+
+def versions() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for dist in ("relayq-core", "saq", "arq", "taskiq", "taskiq-redis", "redis"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = "not installed"
+    try:
+        manifest = bullmq_bench.BULLMQ_DIR / "node_modules" / "bullmq" / "package.json"
+        found["bullmq"] = str(json.loads(manifest.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        found["bullmq"] = "not installed"
+    return found
+
+
+def write_results(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def start(server: LocalServer) -> LocalServer | None:
+    try:
+        return server.start()
+    except Exception as exc:
+        log(f"{server.name} did not start: {exc}")
+        server.stop()
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
+    # SAQ's own stop cancels its idle dequeue tasks and warns about it every time.
+    logging.getLogger("saq").setLevel(logging.ERROR)
+    engines: list[Engine] = args.engines
+    if not args.no_install and any(engine.name == "bullmq" for engine in engines):
+        install_node_side()
+
+    results: dict[str, Result] = {}
+    with tempfile.TemporaryDirectory(prefix="relayq-bench-") as tmp:
+        redis_srv = redis_server(Path(tmp) / "redis")
+        mongo_srv: LocalServer | None = None
+        try:
+            redis_srv.start()
+            redis_url = f"redis://127.0.0.1:{redis_srv.port}/0"
+            mongo_url: str | None = None
+            if any(engine.needs_store for engine in engines):
+                mongo_srv = start(ferretdb_server(Path(tmp) / "ferretdb"))
+                if mongo_srv is not None:
+                    mongo_url = f"mongodb://127.0.0.1:{mongo_srv.port}/"
+            log(
+                f"{args.jobs} jobs, concurrency {args.concurrency}, redis {redis_url}"
+                + (f", ferretdb {mongo_url}" if mongo_url else "")
+            )
+            for engine in engines:
+                flush(redis_srv.port)
+                log(f"{engine.label}: running")
+                results[engine.name] = run_engine(engine, redis_url, mongo_url, args)
+            machine_info = machine(redis_srv.port)
+        finally:
+            if mongo_srv is not None:
+                mongo_srv.stop()
+            redis_srv.stop()
+
+    print(table(engines, results))
+    document = {
+        "engine": {
+            engine.name: results[engine.name] for engine in engines if not engine.needs_store
+        },
+        "engine_with_store": (
+            {"relayq": results["relayq_store"]} if "relayq_store" in results else {}
+        ),
+        "ratios": {
+            "relayq_vs_saq_process": ratio(results.get("relayq"), results.get("saq")),
+            "relayq_vs_bullmq_process": ratio(results.get("relayq"), results.get("bullmq")),
+        },
+        "params": {
+            "jobs": args.jobs,
+            "concurrency": args.concurrency,
+            "enqueue_in_flight": common.IN_FLIGHT,
+            "arq_poll_delay_s": arq_bench.POLL_DELAY_S,
+            "versions": versions(),
+        },
+        "machine": machine_info,
+    }
+    write_results(args.output, document)
+    log(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The `relayq` command run as a child process against real Redis and MongoDB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from relayq.cli.servers import free_port
+from relayq.core.clients import Clients
+from relayq.core.ids import is_task_id
+from relayq.core.jobs import Task, TaskState
+from relayq.core.priorities import Priority
+from relayq.core.service import JobRequest
+
+from tests.conftest import settings_env
+
+pytestmark = pytest.mark.slow
+
+CLI_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one `relayq` run printed and returned."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    def error(self) -> dict[str, Any]:
+        last = self.stderr.strip().splitlines()[-1]
+        parsed: dict[str, Any] = json.loads(last)
+        return parsed
+
+
+async def relayq(clients: Clients, *args: str, **overrides: str) -> Result:
+    """Run `relayq args...` with the test's settings, `overrides` replacing variables."""
+    env = settings_env(clients.settings)
+    env.update(overrides)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relayq.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())
+
+
+async def ok(clients: Clients, *args: str) -> Any:
+    result = await relayq(clients, *args)
+    assert result.returncode == 0, result.stderr
+    return result.json()
+
+
+async def make_dead(clients: Clients, type_: str = "noop") -> Task:
+    sub = await clients.service.submit(JobRequest(type_, {}))
+    dead = await clients.store.transition(
+        sub.task.id,
+        [TaskState.QUEUED],
+        TaskState.FAILED,
+        set_fields={"finished_at": datetime.now(UTC), "last_error": "boom"},
+        inc_fields={"attempts": sub.task.max_attempts},
+    )
+    assert dead is not None
+    stream = clients.queue.keys.of(dead.priority).stream
+    for entry_id, fields in await clients.redis.xrange(stream):
+        if fields["t"] == dead.id:
+            await clients.redis.xdel(stream, entry_id)
+    return dead
+
+
+# -- submitting and inspecting ----------------------------------------------
+
+
+async def test_enqueue_prints_the_new_task_as_json(clients: Clients) -> None:
+    out = await ok(
+        clients, "enqueue", "--type", "noop", "--priority", "HIGH", "--payload", '{"a": 1}'
+    )
+    assert is_task_id(out["taskId"])
+    assert out["state"] == "queued"
+    assert out["priority"] == "high"
+    assert out["created"] is True
+
+    stored = await clients.store.get(out["taskId"])
+    assert stored is not None
+    assert stored.payload == {"a": 1} and stored.state is TaskState.QUEUED
+    assert await clients.redis.xlen(clients.queue.keys.of(Priority.HIGH).stream) == 1
+
+
+async def test_enqueue_with_idempotency_key_twice_returns_the_same_task(clients: Clients) -> None:
+    args = ("enqueue", "--type", "noop", "--idempotency-key", "cli-1")
+    first = await ok(clients, *args)
+    second = await ok(clients, *args)
+    assert second["taskId"] == first["taskId"]
+    assert (first["created"], second["created"]) == (True, False)
+
+
+async def test_enqueue_with_delay_schedules_the_task(clients: Clients) -> None:
+    out = await ok(clients, "enqueue", "--type", "noop", "--delay", "60")
+    keys = clients.queue.keys.of(Priority.MEDIUM)
+    assert await clients.redis.zrange(keys.delayed, 0, -1) == [f"{out['taskId']}|noop"]
+    assert await clients.redis.xlen(keys.stream) == 0
+
+
+async def test_status_shows_the_task(clients: Clients) -> None:
+    sub = await clients.service.submit(JobRequest("sleep", {"seconds": 2}))
+    out = await ok(clients, "status", sub.task.id)
+    assert out["taskId"] == sub.task.id
+    assert out["type"] == "sleep"
+    assert out["state"] == "queued"
+    assert out["priority"] == "medium"
+    assert out["payload"] == {"seconds": 2.0}
+    assert out["attempts"] == 0
+    assert out["createdAt"].endswith("Z")
+
+
+# -- user errors: exit 2 with a JSON error on stderr -------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("status", "not-a-task-id"), "invalid-task-id"),
+        (("status", "A" * 32), "invalid-task-id"),
+        (("status", "0" * 32), "task-not-found"),
+        (("enqueue", "--type", "no-such-type"), "unknown-job-type"),
+        (("enqueue", "--type", "noop", "--payload", "{not json"), "invalid-json"),
+        (("enqueue", "--type", "noop", "--payload", "[1, 2]"), "invalid-payload"),
+        (("enqueue", "--type", "sleep", "--payload", '{"seconds": -1}'), "invalid-payload"),
+        (("dead-letters", "--retry", "0" * 32), "not-a-dead-letter"),
+    ],
+    ids=[
+        "bad-task-id",
+        "uppercase-task-id",
+        "missing-task",
+        "unknown-type",
+        "bad-json",
+        "payload-not-object",
+        "payload-invalid",
+        "retry-unknown",
+    ],
+)
+async def test_user_error_exits_2_with_json_error_code(
+    clients: Clients, args: tuple[str, ...], code: str
+) -> None:
+    result = await relayq(clients, *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    error = result.error()
+    assert error["error"] == code
+    assert error["message"]
+    assert await clients.store.tasks.count_documents({}) == 0
+
+
+async def test_bad_setting_exits_2_naming_the_variable(clients: Clients) -> None:
+    result = await relayq(clients, "queues", RELAYQ_LEASE_SECONDS="soon")
+    assert result.returncode == 2
+    error = result.error()
+    assert error["error"] == "invalid-argument"
+    assert "RELAYQ_LEASE_SECONDS" in error["message"]
+
+
+# -- queues, pause, resume ---------------------------------------------------
+
+
+async def test_queues_lists_all_five_priorities(clients: Clients) -> None:
+    await clients.service.submit(JobRequest("noop", {}, priority=Priority.LOW))
+    await make_dead(clients, "noop")
+    out = await ok(clients, "queues")
+    assert [q["priority"] for q in out] == [p.value for p in Priority]
+    by_name = {q["priority"]: q for q in out}
+    assert by_name["low"]["waiting"] == 1 and by_name["low"]["backlog"] == 1
+    assert by_name["medium"]["dead"] == 1
+    for q in out:
+        assert set(q) >= {"waiting", "active", "delayed", "dead", "paused", "backlog"}
+        assert q["paused"] is False
+
+
+async def test_pause_and_resume_are_reflected_in_queues(clients: Clients) -> None:
+    assert await ok(clients, "pause", "High") == {"priority": "high", "paused": True}
+    paused = {q["priority"]: q["paused"] for q in await ok(clients, "queues")}
+    assert paused == {p.value: p is Priority.HIGH for p in Priority}
+
+    assert await ok(clients, "resume", "high") == {"priority": "high", "paused": False}
+    resumed = {q["priority"]: q["paused"] for q in await ok(clients, "queues")}
+    assert not any(resumed.values())
+
+
+# -- dead letters ------------------------------------------------------------
+
+
+async def test_dead_letters_lists_failed_tasks_filtered_by_type(clients: Clients) -> None:
+    noop = await make_dead(clients, "noop")
+    fail = await make_dead(clients, "fail")
+    await clients.service.submit(JobRequest("noop", {}))  # alive: not listed
+
+    out = await ok(clients, "dead-letters")
+    assert {t["taskId"] for t in out["deadLetters"]} == {noop.id, fail.id}
+    assert all(t["state"] == "failed" for t in out["deadLetters"])
+    assert out["nextCursor"] is None
+
+    only_fail = await ok(clients, "dead-letters", "--type", "fail")
+    assert [t["taskId"] for t in only_fail["deadLetters"]] == [fail.id]
+    assert only_fail["deadLetters"][0]["lastError"] == "boom"
+
+
+async def test_dead_letters_retry_requeues_one_task(clients: Clients) -> None:
+    dead = await make_dead(clients)
+    other = await make_dead(clients)
+    out = await ok(clients, "dead-letters", "--retry", dead.id)
+    assert out == {"taskId": dead.id, "state": "queued"}
+    stored = await clients.store.get(dead.id)
+    assert stored is not None and stored.state is TaskState.QUEUED
+    untouched = await clients.store.get(other.id)
+    assert untouched is not None and untouched.state is TaskState.FAILED
+
+
+async def test_dead_letters_retry_all_requeues_every_one_of_the_type(clients: Clients) -> None:
+    noops = [await make_dead(clients, "noop") for _ in range(2)]
+    fail = await make_dead(clients, "fail")
+
+    assert await ok(clients, "dead-letters", "--retry-all", "--type", "noop") == {"retried": 2}
+    for task in noops:
+        stored = await clients.store.get(task.id)
+        assert stored is not None and stored.state is TaskState.QUEUED
+    assert await clients.store.count(state=TaskState.FAILED) == 1
+
+    assert await ok(clients, "dead-letters", "--retry-all") == {"retried": 1}
+    stored = await clients.store.get(fail.id)
+    assert stored is not None and stored.state is TaskState.QUEUED
+
+
+# -- unreachable dependencies: exit 1 ----------------------------------------
+
+
+async def test_unreachable_redis_exits_1_unavailable(clients: Clients) -> None:
+    result = await relayq(clients, "queues", RELAYQ_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert result.error()["error"] == "unavailable"
+
+
+async def test_unreachable_mongo_exits_1_unavailable(clients: Clients) -> None:
+    result = await relayq(clients, "queues", RELAYQ_MONGO_URL=f"mongodb://127.0.0.1:{free_port()}/")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    error = result.error()
+    assert error["error"] == "unavailable"
+    assert "ServerSelectionTimeoutError" in error["message"]
