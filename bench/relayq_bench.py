@@ -1,19 +1,131 @@
 """relayq under the shared protocol (bench.competitors.common).
 
-Placeholder until the relayq side is written: both coroutines raise
-NotImplementedError, which bench.run reports as an error row.
+`measure_engine` is the queue layer alone: Queue.enqueue for each job, then one
+Worker with a no-op handler, acking through Redis. `measure_with_store` is the
+full path: JobService.submit writes each task record to MongoDB before the
+enqueue, and the worker's TaskExecutor moves every record queued -> active ->
+completed. The store path runs at most STORE_JOBS jobs: FerretDB (the local
+MongoDB stand-in) scans the whole collection for each guarded update, so its
+cost per job grows with the collection and a long run measures FerretDB alone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from dataclasses import replace
+
+from bench.competitors.common import Countdown, enqueue_all, rates
+from relayq.core.clients import connect_redis, open_clients
+from relayq.core.keys import Keys
+from relayq.core.priorities import Priority
+from relayq.core.queue import Delivery, Message, Queue
+from relayq.core.service import JobRequest
+from relayq.core.settings import Settings
+from relayq.worker.executor import Ack, Outcome, TaskExecutor
+from relayq.worker.runner import Worker, WorkerConfig
+
+PRIORITY = Priority.MEDIUM
+STORE_JOBS = 300
+
+
+class NoopExecutor:
+    """Runs every delivery as a no-op and acks it: the queue layer alone."""
+
+    def __init__(self, countdown: Countdown) -> None:
+        self.countdown = countdown
+
+    async def execute(self, delivery: Delivery, consumer: str) -> Outcome:
+        self.countdown.hit()
+        return Ack()
+
+    async def give_back(self, delivery: Delivery) -> bool:
+        return True
+
+
+def _config(concurrency: int) -> WorkerConfig:
+    return WorkerConfig(
+        priority=PRIORITY,
+        consumer=f"bench-{uuid.uuid4().hex[:6]}",
+        concurrency=concurrency,
+        lease_seconds=30,
+        max_deliveries=5,
+        drain_seconds=5,
+    )
+
+
+async def _process(worker: Worker, countdown: Countdown) -> float:
+    started = time.perf_counter()
+    task = asyncio.create_task(worker.run())
+    await countdown.wait(task)
+    elapsed = time.perf_counter() - started
+    worker.stop()
+    await task
+    return elapsed
+
 
 async def measure_engine(redis_url: str, jobs: int, concurrency: int) -> dict[str, float]:
     """relayq's queue and worker on Redis alone: enqueue_per_s and process_per_s."""
-    raise NotImplementedError("bench.relayq_bench.measure_engine is not written yet")
+    redis = connect_redis(redis_url)
+    try:
+        queue = Queue(redis, Keys("bench"))
+        await queue.ensure_group(PRIORITY)
+        enqueue_s = await enqueue_all(
+            jobs, lambda i: queue.enqueue(PRIORITY, Message(f"{i:032x}", "noop"))
+        )
+        countdown = Countdown(jobs)
+        process_s = await _process(
+            Worker(queue, NoopExecutor(countdown), _config(concurrency)), countdown
+        )
+        if (await queue.stats(PRIORITY)).backlog != 0:
+            raise RuntimeError("relayq left jobs behind")
+        return rates(jobs, enqueue_s, process_s)
+    finally:
+        await redis.aclose()
+
+
+class CountingExecutor(TaskExecutor):
+    """The real TaskExecutor, counting the completions."""
+
+    countdown: Countdown
+
+    async def execute(self, delivery: Delivery, consumer: str) -> Outcome:
+        outcome = await super().execute(delivery, consumer)
+        self.countdown.hit()
+        return outcome
 
 
 async def measure_with_store(
     redis_url: str, mongo_url: str, jobs: int, concurrency: int
 ) -> dict[str, float]:
     """relayq with its MongoDB task store as well: enqueue_per_s and process_per_s."""
-    raise NotImplementedError("bench.relayq_bench.measure_with_store is not written yet")
+    jobs = min(jobs, STORE_JOBS)
+    settings = replace(
+        Settings.from_env({}),
+        redis_url=redis_url,
+        mongo_url=mongo_url,
+        mongo_database=f"bench_{uuid.uuid4().hex[:8]}",
+        key_prefix="benchstore",
+    )
+    async with open_clients(settings) as clients:
+        try:
+            enqueue_s = await enqueue_all(
+                jobs,
+                lambda i: clients.service.submit(JobRequest("noop", {"i": i}, priority=PRIORITY)),
+            )
+            countdown = Countdown(jobs)
+            executor = CountingExecutor(
+                settings, clients.service.registry, clients.store, clients.queue
+            )
+            executor.countdown = countdown
+            worker = Worker(clients.queue, executor, _config(concurrency))
+            process_s = await _process(worker, countdown)
+            completed = await clients.store.tasks.count_documents({"state": "completed"})
+            if completed != jobs:
+                raise RuntimeError(f"{completed} of {jobs} tasks completed")
+            result = rates(jobs, enqueue_s, process_s)
+            result["jobs"] = float(jobs)
+            return result
+        finally:
+            await clients.store.client.drop_database(settings.mongo_database)

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import redis
-from relayq.cli.servers import LocalServer, ferretdb_server, redis_server
 
 from bench import relayq_bench
 from bench.competitors import arq_bench, bullmq_bench, common, saq_bench, taskiq_bench
+from relayq.cli.servers import LocalServer, ferretdb_server, redis_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results.json"

@@ -123,9 +123,7 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(
-    settings: Settings, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     started: list[WorkerProcess] = []
 
     def start(priority: str, wait: bool = True, **env: str) -> WorkerProcess:
@@ -137,7 +135,9 @@ def start_worker(
     for worker in started:
         worker.kill()
         # Shown by pytest only when the test failed.
-        print(f"--- {worker.log_path.name} (exit {worker.process.returncode})\n{worker.log()[-4000:]}")
+        print(
+            f"--- {worker.log_path.name} (exit {worker.process.returncode})\n{worker.log()[-4000:]}"
+        )
 
 
 async def wait_until(

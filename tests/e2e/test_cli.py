@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from relayq.cli.servers import free_port
 from relayq.core.clients import Clients
 from relayq.core.ids import is_task_id
 from relayq.core.jobs import Task, TaskState
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
-
 from tests.conftest import settings_env
 
 pytestmark = pytest.mark.slow

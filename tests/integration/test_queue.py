@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+
 from relayq.core.clients import Clients, connect_redis
 from relayq.core.ids import new_task_id
 from relayq.core.keys import CONSUMER_GROUP, Keys
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Message, Queue
-
 from tests.conftest import wait_until
 
 P = Priority.HIGH

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from relayq.cli.servers import free_port
 from relayq.core.clients import Clients, open_clients
 from relayq.core.jobs import InvalidPayload, JobError, Task, TaskState, UnknownJobType

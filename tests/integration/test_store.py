@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from relayq.core.clients import Clients
 from relayq.core.ids import is_task_id
 from relayq.core.jobs import Task, TaskState

@@ -69,7 +69,8 @@ async def test_a_poison_job_is_dead_lettered_after_max_deliveries(
         except Exception:
             break  # survived: the poison job is gone
     task = await wait_until(
-        lambda: _if_state(clients, sub.task.id, TaskState.FAILED), clients.settings.lease_seconds * 3
+        lambda: _if_state(clients, sub.task.id, TaskState.FAILED),
+        clients.settings.lease_seconds * 3,
     )
     assert crashes == deliveries
     assert task.last_error.startswith(f"poison: delivered {deliveries + 1} times")
@@ -93,9 +94,7 @@ async def test_a_rate_limit_holds_across_two_worker_processes(
     )
     ids = [s.task.id for s in subs]
     await wait_until(lambda: _all_in(clients, ids, TaskState.COMPLETED), 60)
-    starts = sorted(
-        e["at"] for e in await _effects(clients).find({"phase": "start"}).to_list()
-    )
+    starts = sorted(e["at"] for e in await _effects(clients).find({"phase": "start"}).to_list())
     assert len(starts) == 20
     pids = {e["pid"] for e in await _effects(clients).find({"phase": "start"}).to_list()}
     assert len(pids) == 2, "both processes took jobs"
@@ -185,3 +184,27 @@ async def test_a_batch_flood_does_not_push_critical_past_its_sla(
         assert stats.backlog > flood / 2, "the flood was still being worked through"
         assert stats.active == 1, "the batch worker was busy all along"
         await batch.store.client.drop_database(batch_db)
+
+
+async def test_a_worker_exports_prometheus_metrics_on_its_port(
+    clients: Clients, start_worker: StartWorker
+) -> None:
+    import urllib.request
+
+    from relayq.cli.servers import free_port
+
+    port = free_port()
+    start_worker("medium", RELAYQ_METRICS_PORT=str(port))
+    sub = await clients.service.submit(JobRequest("noop", {}, priority=Priority.MEDIUM))
+    await wait_until(lambda: _all_in(clients, [sub.task.id], TaskState.COMPLETED), 20)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    text = await asyncio.to_thread(scrape)
+    assert 'relayq_jobs_total{outcome="completed",priority="medium",type="noop"} 1.0' in text
+    assert 'relayq_queue_wait_seconds_count{priority="medium"} 1.0' in text
+    assert 'relayq_sla_starts_total{met="true",priority="medium"} 1.0' in text
+    assert 'relayq_jobs_in_flight{priority="medium"} 0.0' in text
+    assert "relayq_job_run_seconds_bucket" in text

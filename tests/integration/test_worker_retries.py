@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from relayq.core.clients import Clients, open_clients
@@ -43,7 +44,7 @@ async def test_retries_follow_the_backoff_and_stop_at_the_attempt_limit(
             .to_list()
         )
         assert [s["attempt"] for s in starts] == [1, 2, 3]
-        gaps = [b["at"] - a["at"] for a, b in zip(starts, starts[1:], strict=False)]
+        gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(starts)]
         # Equal jitter: retry n waits between half and all of base * 2^(n-1).
         assert 0.2 <= gaps[0] <= 0.4 + 0.5, gaps
         assert 0.4 <= gaps[1] <= 0.8 + 0.5, gaps
@@ -111,9 +112,7 @@ async def test_a_duplicate_delivery_of_a_finished_task_is_dropped(clients: Clien
         await wait_until(lambda: _state(clients, sub.task.id, TaskState.COMPLETED), 10)
         before = await clients.store.get(sub.task.id)
         await clients.queue.enqueue(Priority.HIGH, Message(sub.task.id, "record"))
-        await wait_until(
-            lambda: _backlog_empty(clients, Priority.HIGH), 10
-        )
+        await wait_until(lambda: _backlog_empty(clients, Priority.HIGH), 10)
     after = await clients.store.get(sub.task.id)
     assert before is not None and after is not None
     assert after.version == before.version and after.attempts == 1

@@ -8,6 +8,7 @@ from dataclasses import astuple
 from typing import Any
 
 import pytest
+
 from relayq.core.catalog import load_registry
 from relayq.core.diagnostics import DIAGNOSTIC_TYPES, MAX_SLEEP_SECONDS
 from relayq.core.ids import is_task_id, new_task_id

@@ -4,6 +4,7 @@ import os
 import socket
 
 import pytest
+
 from relayq.core.priorities import DEFAULT_CLASSES, Priority
 from relayq.core.settings import Settings, SettingsError
 

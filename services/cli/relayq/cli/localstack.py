@@ -36,6 +36,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="relayq localstack", description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".run")
     parser.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
+    parser.add_argument(
+        "--metrics-base-port",
+        type=int,
+        default=FIRST_METRICS_PORT,
+        help="workers' metrics ports start here, one per priority; 0 for none",
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     stop = threading.Event()
@@ -51,15 +57,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         servers.append(mongo.start())
         env = dict(os.environ)
         for i, priority in enumerate(Priority):
-            port = FIRST_METRICS_PORT + i
+            port = args.metrics_base_port + i if args.metrics_base_port else 0
             workers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "relayq.worker", "--priority", priority.value,
-                     "--metrics-port", str(port)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "relayq.worker",
+                        "--priority",
+                        priority.value,
+                        "--metrics-port",
+                        str(port),
+                    ],
                     env=env,
-                )  # fmt: skip
+                )
             )
-        print(_banner(settings), flush=True)
+        print(_banner(settings, args.metrics_base_port), flush=True)
         while not stop.wait(0.5):
             if args.duration is not None:
                 args.duration -= 0.5
@@ -67,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     break
             for w in workers:
                 if w.poll() is not None:
-                    print(f"worker {w.args} exited with {w.returncode}", file=sys.stderr)
+                    print(f"worker {w.args!r} exited with {w.returncode}", file=sys.stderr)
                     stop.set()
     finally:
         for w in workers:
@@ -84,14 +97,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("localstack stopped", flush=True)
 
 
-def _banner(settings: Settings) -> str:
-    ports = ", ".join(f"{p.value}:{FIRST_METRICS_PORT + i}" for i, p in enumerate(Priority))
+def _banner(settings: Settings, metrics_base_port: int) -> str:
+    ports = ", ".join(f"{p.value}:{metrics_base_port + i}" for i, p in enumerate(Priority))
+    if not metrics_base_port:
+        ports = "off"
     return "\n".join(
         [
             "relayq localstack is up (Ctrl-C stops it)",
             f"  redis     {settings.redis_url}",
             f"  mongodb   {settings.mongo_url} (FerretDB)",
-            f"  workers   one per priority; metrics on 127.0.0.1 ports {ports}",
+            f"  workers   one per priority; metrics ports {ports}",
             "try, in another shell:",
             "  .tools/bin/uv run relayq enqueue --type sleep --payload '{\"seconds\": 2}'",
             "  .tools/bin/uv run relayq queues",

@@ -33,15 +33,24 @@ def _print(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad input before connecting to anything."""
+    for name in ("task_id", "retry"):
+        value = getattr(args, name, None)
+        if value is not None and not is_task_id(value):
+            raise CommandError("invalid-task-id", "a task id is 32 lowercase hex characters")
+    if args.command == "enqueue":
+        try:
+            args.payload = json.loads(args.payload)
+        except json.JSONDecodeError as exc:
+            raise CommandError("invalid-json", f"--payload is not JSON: {exc}") from None
+
+
 async def _enqueue(c: Clients, args: argparse.Namespace) -> Any:
-    try:
-        payload = json.loads(args.payload)
-    except json.JSONDecodeError as exc:
-        raise CommandError("invalid-json", f"--payload is not JSON: {exc}") from None
     submitted = await c.service.submit(
         JobRequest(
             type=args.type,
-            payload=payload,
+            payload=args.payload,
             priority=args.priority,
             delay_seconds=args.delay,
             idempotency_key=args.idempotency_key,
@@ -53,8 +62,6 @@ async def _enqueue(c: Clients, args: argparse.Namespace) -> Any:
 
 
 async def _status(c: Clients, args: argparse.Namespace) -> Any:
-    if not is_task_id(args.task_id):
-        raise CommandError("invalid-task-id", "a task id is 32 lowercase hex characters")
     task = await c.service.get(args.task_id)
     if task is None:
         raise CommandError("task-not-found", f"no task {args.task_id}")
@@ -149,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     args = build_parser().parse_args(argv)
     try:
+        _check_arguments(args)
         settings = Settings.from_env()
         _print(asyncio.run(_run(args.run, args, settings)))
     except (CommandError, JobError, IdempotencyConflict, SettingsError, ValueError) as exc:

@@ -31,7 +31,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode} before listening")
+            raise RuntimeError(
+                f"{process.args!r} exited with {process.returncode} before listening"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -128,7 +130,7 @@ def ferretdb_server(workdir: Path, port: int | None = None) -> LocalServer:
     argv = [
         find_binary("ferretdb"),
         "--listen-addr", f"127.0.0.1:{port}",
-        "--sqlite-url", f"file:{data}/",
+        "--sqlite-url", f"file:{data}/?_txlock=immediate&_pragma=synchronous(normal)",
         "--log-level", os.environ.get("RELAYQ_FERRETDB_LOG_LEVEL", "warn"),
     ]  # fmt: skip
     return LocalServer("ferretdb", port, workdir, argv)

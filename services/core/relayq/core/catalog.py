@@ -17,7 +17,7 @@ def load_registry(modules: Iterable[str] = ()) -> Registry:
     registry = Registry(DIAGNOSTIC_TYPES)
     for name in modules:
         module = importlib.import_module(name)
-        job_types: Iterable[JobType] = getattr(module, "JOB_TYPES")
+        job_types: Iterable[JobType] = module.JOB_TYPES
         for job_type in job_types:
             registry.add(job_type)
     return registry

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from relayq.core.catalog import load_registry
 from relayq.core.keys import Keys
@@ -22,7 +22,7 @@ from relayq.core.store import TaskStore, connect_mongo
 
 def connect_redis(url: str) -> Redis:
     """A client that retries lost connections with backoff instead of failing at once."""
-    return Redis.from_url(
+    client: Redis = Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=5,
@@ -30,6 +30,7 @@ def connect_redis(url: str) -> Redis:
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return client
 
 
 @dataclass
@@ -44,7 +45,9 @@ class Clients:
 
 
 @asynccontextmanager
-async def open_clients(settings: Settings, *, ensure_indexes: bool = True) -> AsyncIterator[Clients]:
+async def open_clients(
+    settings: Settings, *, ensure_indexes: bool = True
+) -> AsyncIterator[Clients]:
     redis = connect_redis(settings.redis_url)
     mongo = connect_mongo(settings.mongo_url)
     try:

@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from relayq.core.priorities import Priority, PriorityClass
@@ -17,7 +17,7 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 JOB_TYPE_MAX_LENGTH = 64
 
 
-class TaskState(str, Enum):
+class TaskState(StrEnum):
     """Where a task is in its life; see ARCHITECTURE.md, "Task states"."""
 
     PENDING = "pending"  # record written, not yet dispatched
@@ -201,7 +201,7 @@ class JobType:
     def backoff_seconds(self, cls: PriorityClass, attempt: int, rng: random.Random) -> float:
         """Delay before retry number `attempt` (1-based): exponential, capped, equal jitter."""
         base = self.backoff_base_seconds or cls.backoff_base_seconds
-        delay = min(cls.backoff_max_seconds, base * 2 ** max(0, attempt - 1))
+        delay = min(cls.backoff_max_seconds, base * 2.0 ** max(0, attempt - 1))
         return delay / 2 + rng.uniform(0, delay / 2)
 
 

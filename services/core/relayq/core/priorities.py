@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     """A priority class. Each has its own Redis keys, workers and autoscaling."""
 
     CRITICAL = "critical"

@@ -146,9 +146,7 @@ class Queue:
                 pipe.xadd(stream, {"t": m.task_id, "y": m.type})
             return [str(i) for i in await pipe.execute()]
 
-    async def schedule(
-        self, priority: Priority, messages: Sequence[tuple[Message, float]]
-    ) -> None:
+    async def schedule(self, priority: Priority, messages: Sequence[tuple[Message, float]]) -> None:
         """Add jobs due after their delays (seconds, on the Redis clock)."""
         if not messages:
             return

@@ -214,7 +214,7 @@ class JobService:
     async def get(self, task_id: str) -> Task | None:
         return await self.store.get(task_id)
 
-    async def list(self, **filters: Any) -> Page:
+    async def list_tasks(self, **filters: Any) -> Page:
         return await self.store.list(**filters)
 
     async def retry_dead_letter(self, task_id: str) -> Task | None:
@@ -263,7 +263,7 @@ class JobService:
     async def delete_dead_letter(self, task_id: str) -> bool:
         return await self.store.delete(task_id, [TaskState.FAILED])
 
-    async def overview(self) -> "list[QueueOverview]":
+    async def overview(self) -> list[QueueOverview]:
         out = []
         for priority in Priority:
             stats = await self.queue.stats(priority)

@@ -18,9 +18,7 @@ from prometheus_client import Counter, Gauge, Histogram
 WAIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 RUN_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
-ENQUEUED = Counter(
-    "relayq_jobs_enqueued_total", "Jobs put on a Redis queue.", ["priority", "type"]
-)
+ENQUEUED = Counter("relayq_jobs_enqueued_total", "Jobs put on a Redis queue.", ["priority", "type"])
 JOBS = Counter(
     "relayq_jobs_total",
     "Job runs by outcome: completed, retried, failed, deferred, dropped.",
@@ -41,9 +39,7 @@ SLA_STARTS = Counter(
     ["priority", "met"],
 )
 IN_FLIGHT = Gauge("relayq_jobs_in_flight", "Jobs this worker is running.", ["priority"])
-BACKLOG = Gauge(
-    "relayq_queue_backlog", "Undelivered + in flight + due delayed jobs.", ["priority"]
-)
+BACKLOG = Gauge("relayq_queue_backlog", "Undelivered + in flight + due delayed jobs.", ["priority"])
 RECLAIMED = Counter(
     "relayq_jobs_reclaimed_total", "Claims taken over from dead workers.", ["priority"]
 )

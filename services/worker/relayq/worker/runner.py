@@ -172,9 +172,9 @@ class Worker:
                 failures += 1
                 await self._note_error("wait failed", exc, failures)
 
-    async def _until(self, awaitable: object, timeout: float | None) -> None:
+    async def _until(self, awaitable: Awaitable[object], timeout: float | None) -> None:
         """Await `awaitable` until it finishes, the timeout passes, or stop is asked."""
-        waiter = asyncio.ensure_future(awaitable)  # type: ignore[arg-type]
+        waiter = asyncio.ensure_future(awaitable)
         stopper = asyncio.ensure_future(self._stopping.wait())
         try:
             done, _ = await asyncio.wait(
@@ -192,9 +192,7 @@ class Worker:
     async def _note_error(self, what: str, exc: BaseException, failures: int) -> None:
         self.counters.errors += 1
         self.counters.last_error = f"{what}: {exc}"
-        log_event(
-            log, logging.WARNING, what, priority=self.config.priority.value, error=str(exc)
-        )
+        log_event(log, logging.WARNING, what, priority=self.config.priority.value, error=str(exc))
         pause = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS)) - 1]
         await self._until(self._stopping.wait(), pause)
 
@@ -343,5 +341,3 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):
                 gauge.set(await self.queue.backlog(self.config.priority))
             await asyncio.sleep(BACKLOG_PERIOD_SECONDS)
-
-

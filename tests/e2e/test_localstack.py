@@ -1,0 +1,75 @@
+"""`make run`'s local stack: servers and workers up, a job through, clean stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from relayq.cli.servers import REPO_ROOT, free_port
+from relayq.core.settings import Settings
+from tests.conftest import settings_env
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relayq.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
+    settings: Settings, tmp_path: Path
+) -> None:
+    redis_port, mongo_port = free_port(), free_port()
+    env = settings_env(
+        settings,
+        RELAYQ_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+        RELAYQ_MONGO_URL=f"mongodb://127.0.0.1:{mongo_port}/",
+        RELAYQ_MONGO_DATABASE="relayq",
+    )
+    out = (tmp_path / "localstack.log").open("w+")
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "relayq.cli", "localstack", "--data-dir", str(tmp_path / "run"),
+         "--metrics-base-port", "0"],
+        env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "worker started" not in (tmp_path / "localstack.log").read_text():
+            assert stack.poll() is None, (tmp_path / "localstack.log").read_text()
+            assert time.monotonic() < deadline, "localstack did not come up"
+            time.sleep(0.2)
+        assert "relayq localstack is up" in (tmp_path / "localstack.log").read_text()
+
+        enqueued = _cli(env, "enqueue", "--type", "sleep", "--priority", "critical",
+                        "--payload", '{"seconds": 0.2}')  # fmt: skip
+        assert enqueued.returncode == 0, enqueued.stderr
+        task_id = json.loads(enqueued.stdout)["taskId"]
+        state = None
+        deadline = time.monotonic() + 30
+        while state != "completed" and time.monotonic() < deadline:
+            status = _cli(env, "status", task_id)
+            assert status.returncode == 0, status.stderr
+            state = json.loads(status.stdout)["state"]
+            time.sleep(0.2)
+        assert state == "completed"
+        queues = json.loads(_cli(env, "queues").stdout)
+        assert [q["priority"] for q in queues] == ["critical", "high", "medium", "low", "batch"]
+    finally:
+        stack.send_signal(signal.SIGINT)
+        code = stack.wait(60)
+    log = (tmp_path / "localstack.log").read_text()
+    assert code == 0, log
+    assert "localstack stopped" in log
+    assert log.count('"worker stopped"') == 5
