@@ -12,13 +12,9 @@ would. The client's `startup()` creates the consumer group before the first
 enqueue: the stream broker creates it at `$`, so jobs added earlier would never
 be delivered.
 
-taskiq 0.13 removed `taskiq.compat.model_dump` and `model_validate`, which
-taskiq-redis 1.0.x imports at package import time (for its schedule sources and
-result backend, which this benchmark does not use). taskiq-redis releases after
-1.0 need redis-py 6 while arq needs redis-py < 6, so the lock can only hold
-taskiq-redis 1.0.x; `_restore_taskiq_compat` puts back the two helpers, exactly
-as taskiq 0.12 defined them for pydantic 2, when they are missing. Constraining
-the bench group to `taskiq<0.13` makes it a no-op.
+The bench group pins taskiq below 0.13: taskiq 0.13 removed helpers from
+`taskiq.compat` that taskiq-redis 1.0.x imports, and later taskiq-redis releases
+need redis-py 6 while arq needs redis-py below 6.
 """
 
 from __future__ import annotations
@@ -26,36 +22,11 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
 
-import pydantic
-import taskiq.compat
 from taskiq.receiver import Receiver
+from taskiq_redis import RedisStreamBroker
 
 from bench.competitors.common import QUEUE_NAME, Countdown, enqueue_all, finish_task, rates
-
-Model = TypeVar("Model", bound=pydantic.BaseModel)
-
-
-def _model_validate(model_class: type[Model], message: dict[str, Any]) -> Model:
-    return model_class.model_validate(message)
-
-
-def _model_dump(instance: pydantic.BaseModel) -> dict[str, Any]:
-    return instance.model_dump(mode="json")
-
-
-def _restore_taskiq_compat() -> None:
-    """Give taskiq.compat the helpers taskiq-redis 1.0.x imports, if it lacks them."""
-    if not hasattr(taskiq.compat, "model_validate"):
-        taskiq.compat.model_validate = _model_validate  # type: ignore[attr-defined]
-    if not hasattr(taskiq.compat, "model_dump"):
-        taskiq.compat.model_dump = _model_dump  # type: ignore[attr-defined]
-
-
-_restore_taskiq_compat()
-
-from taskiq_redis import RedisStreamBroker  # noqa: E402
 
 
 def _broker(redis_url: str) -> RedisStreamBroker:
