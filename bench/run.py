@@ -31,6 +31,7 @@ from typing import Any, cast
 import redis
 
 from bench import relayq_bench
+from bench.api_bench import measure_api
 from bench.competitors import arq_bench, bullmq_bench, common, saq_bench, taskiq_bench
 from relayq.cli.servers import LocalServer, ferretdb_server, redis_server
 
@@ -88,6 +89,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated subset of: " + ", ".join(engine.name for engine in ENGINES),
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
+    parser.add_argument(
+        "--api-rates",
+        type=lambda v: [int(r) for r in v.split(",") if r] if v else [],
+        default=[250, 500, 1000],
+        help="POST /v1/jobs request rates to offer, comma-separated ('' for none)",
+    )
+    parser.add_argument("--api-seconds", type=float, default=5.0, help="seconds per API rate")
     parser.add_argument(
         "--no-install",
         action="store_true",
@@ -280,6 +288,14 @@ def start(server: LocalServer) -> LocalServer | None:
         return None
 
 
+def _api_summary(steps: list[dict[str, float]]) -> dict[str, Any]:
+    """The highest offered rate as the headline, every step beside it."""
+    if not steps:
+        return {}
+    top = max(steps, key=lambda s: s["rate_per_s"])
+    return {**top, "steps": steps}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
@@ -309,6 +325,20 @@ def main(argv: list[str] | None = None) -> int:
                 flush(redis_srv.port)
                 log(f"{engine.label}: running")
                 results[engine.name] = run_engine(engine, redis_url, mongo_url, args)
+            api_steps: list[dict[str, float]] = []
+            if args.api_rates:
+                flush(redis_srv.port)
+                if mongo_srv is None:
+                    mongo_srv = start(ferretdb_server(Path(tmp) / "ferretdb"))
+                if mongo_srv is not None:
+                    log(f"api: POST /v1/jobs at {args.api_rates} requests/s")
+                    api_steps = measure_api(
+                        redis_url,
+                        f"mongodb://127.0.0.1:{mongo_srv.port}/",
+                        args.api_rates,
+                        args.api_seconds,
+                        Path(tmp),
+                    )
             machine_info = machine(redis_srv.port)
         finally:
             if mongo_srv is not None:
@@ -316,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
             redis_srv.stop()
 
     print(table(engines, results))
+    for step in api_steps:
+        print(
+            f"api  offered {step['rate_per_s']:>6.0f}/s  achieved {step['achieved_per_s']:>7.1f}/s"
+            f"  p50 {step['p50_ms']:7.1f} ms  p99 {step['p99_ms']:7.1f} ms"
+            f"  errors {step['errors']:.0f}"
+        )
     document = {
         "engine": {
             engine.name: results[engine.name] for engine in engines if not engine.needs_store
@@ -334,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             "arq_poll_delay_s": arq_bench.POLL_DELAY_S,
             "versions": versions(),
         },
+        "api": _api_summary(api_steps),
         "machine": machine_info,
     }
     write_results(args.output, document)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,12 +33,13 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
     settings: Settings, tmp_path: Path
 ) -> None:
-    redis_port, mongo_port = free_port(), free_port()
+    redis_port, mongo_port, api_port = free_port(), free_port(), free_port()
     env = settings_env(
         settings,
         RELAYQ_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         RELAYQ_MONGO_URL=f"mongodb://127.0.0.1:{mongo_port}/",
         RELAYQ_MONGO_DATABASE="relayq",
+        RELAYQ_API_PORT=str(api_port),
     )
     out = (tmp_path / "localstack.log").open("w+")
     stack = subprocess.Popen(
@@ -46,11 +49,23 @@ def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while "worker started" not in (tmp_path / "localstack.log").read_text():
+        while "relayq localstack is up" not in (tmp_path / "localstack.log").read_text():
             assert stack.poll() is None, (tmp_path / "localstack.log").read_text()
             assert time.monotonic() < deadline, "localstack did not come up"
             time.sleep(0.2)
-        assert "relayq localstack is up" in (tmp_path / "localstack.log").read_text()
+        banner = (tmp_path / "localstack.log").read_text()
+        assert "relayq localstack is up" in banner
+        # No key was given: one was generated and printed, and the API takes it.
+        key = re.search(r"RELAYQ_API_KEY=(\S+)", banner)
+        assert key is not None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/v1/jobs",
+            data=json.dumps({"type": "noop", "priority": "high"}).encode(),
+            headers={"Authorization": f"Bearer {key.group(1)}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 202
+            api_task = json.loads(resp.read())["taskId"]
 
         enqueued = _cli(env, "enqueue", "--type", "sleep", "--priority", "critical",
                         "--payload", '{"seconds": 0.2}')  # fmt: skip
@@ -64,6 +79,8 @@ def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
             state = json.loads(status.stdout)["state"]
             time.sleep(0.2)
         assert state == "completed"
+        api_status = json.loads(_cli(env, "status", api_task).stdout)
+        assert api_status["state"] in ("queued", "active", "completed")
         queues = json.loads(_cli(env, "queues").stdout)
         assert [q["priority"] for q in queues] == ["critical", "high", "medium", "low", "batch"]
     finally:

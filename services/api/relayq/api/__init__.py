@@ -1,1 +1,1 @@
-"""relayq.api (filled in by its own issue)."""
+"""relayq.api: the aiohttp gateway (jobs, task status, administration)."""

@@ -1,14 +1,17 @@
-"""`make run`: Redis, FerretDB and one worker per priority, in the foreground.
+"""`make run`: Redis, FerretDB, the API and one worker per priority, in the foreground.
 
-Ports come from RELAYQ_REDIS_URL and RELAYQ_MONGO_URL (defaults 6379 and
-27017 on 127.0.0.1); data lives under .run/ in the repository. Ctrl-C or
-SIGTERM stops everything, workers first so they drain.
+Ports come from RELAYQ_REDIS_URL, RELAYQ_MONGO_URL and RELAYQ_API_PORT
+(defaults 6379, 27017 and 8080 on 127.0.0.1); data lives under .run/ in the
+repository. The client key and the admin token come from RELAYQ_API_KEY and
+RELAYQ_ADMIN_TOKEN, or are generated and printed. Ctrl-C or SIGTERM stops
+everything, the API and workers first so they drain.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from relayq.cli.servers import REPO_ROOT, LocalServer, ferretdb_server, redis_server
+from relayq.cli.servers import (
+    REPO_ROOT,
+    LocalServer,
+    ferretdb_server,
+    redis_server,
+    wait_for_port,
+)
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
 
@@ -49,16 +58,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
     servers: list[LocalServer] = []
-    workers: list[subprocess.Popen[bytes]] = []
+    children: list[subprocess.Popen[bytes]] = []
     try:
         redis = redis_server(args.data_dir / "redis", _local_port(settings.redis_url, 6379))
         servers.append(redis.start())
         mongo = ferretdb_server(args.data_dir / "ferretdb", _local_port(settings.mongo_url, 27017))
         servers.append(mongo.start())
         env = dict(os.environ)
+        env.setdefault("RELAYQ_API_KEY", secrets.token_urlsafe(24))
+        env.setdefault("RELAYQ_ADMIN_TOKEN", secrets.token_urlsafe(24))
+        api_port = int(env.get("RELAYQ_API_PORT") or 8080)
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "relayq.api", "--port", str(api_port)], env=env)
+        )
         for i, priority in enumerate(Priority):
             port = args.metrics_base_port + i if args.metrics_base_port else 0
-            workers.append(
+            children.append(
                 subprocess.Popen(
                     [
                         sys.executable,
@@ -72,21 +87,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                     env=env,
                 )
             )
-        print(_banner(settings, args.metrics_base_port), flush=True)
+        wait_for_port(api_port, children[0], 60)
+        print(_banner(settings, args.metrics_base_port, env, api_port), flush=True)
         while not stop.wait(0.5):
             if args.duration is not None:
                 args.duration -= 0.5
                 if args.duration <= 0:
                     break
-            for w in workers:
+            for w in children:
                 if w.poll() is not None:
                     print(f"worker {w.args!r} exited with {w.returncode}", file=sys.stderr)
                     stop.set()
     finally:
-        for w in workers:
+        for w in children:
             if w.poll() is None:
                 w.send_signal(signal.SIGTERM)
-        for w in workers:
+        for w in children:
             try:
                 w.wait(settings.drain_seconds + 5)
             except subprocess.TimeoutExpired:
@@ -97,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("localstack stopped", flush=True)
 
 
-def _banner(settings: Settings, metrics_base_port: int) -> str:
+def _banner(settings: Settings, metrics_base_port: int, env: dict[str, str], api_port: int) -> str:
     ports = ", ".join(f"{p.value}:{metrics_base_port + i}" for i, p in enumerate(Priority))
     if not metrics_base_port:
         ports = "off"
@@ -107,7 +123,13 @@ def _banner(settings: Settings, metrics_base_port: int) -> str:
             f"  redis     {settings.redis_url}",
             f"  mongodb   {settings.mongo_url} (FerretDB)",
             f"  workers   one per priority; metrics ports {ports}",
+            f"  api       http://127.0.0.1:{api_port} (docs at /docs)",
+            f"  client key   RELAYQ_API_KEY={env['RELAYQ_API_KEY']}",
+            f"  admin token  RELAYQ_ADMIN_TOKEN={env['RELAYQ_ADMIN_TOKEN']}",
             "try, in another shell:",
+            f"  curl -s -X POST http://127.0.0.1:{api_port}/v1/jobs"
+            f" -H 'Authorization: Bearer {env['RELAYQ_API_KEY']}'"
+            " -H 'Content-Type: application/json' -d '{\"type\": \"noop\"}'",
             "  .tools/bin/uv run relayq enqueue --type sleep --payload '{\"seconds\": 2}'",
             "  .tools/bin/uv run relayq queues",
             "  .tools/bin/uv run relayq status TASK_ID",

@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker for one priority")
     worker_arguments(worker)
 
-    sub.add_parser("localstack", help="run Redis, FerretDB and one worker per priority (make run)")
+    sub.add_parser("api", help="serve the HTTP gateway")
+    sub.add_parser("localstack", help="run the whole system on local servers (make run)")
 
     enqueue = sub.add_parser("enqueue", help="submit a job")
     enqueue.add_argument("--type", required=True)
@@ -148,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         from relayq.worker.main import main as worker_main
 
         worker_main(argv[1:])
+        return
+    if argv and argv[0] == "api":
+        from relayq.api.main import main as api_main
+
+        api_main(argv[1:])
         return
     if argv and argv[0] == "localstack":
         from relayq.cli.localstack import main as localstack_main

@@ -46,10 +46,10 @@ class Clients:
 
 @asynccontextmanager
 async def open_clients(
-    settings: Settings, *, ensure_indexes: bool = True
+    settings: Settings, *, ensure_indexes: bool = True, mongo_timeout_seconds: float = 5.0
 ) -> AsyncIterator[Clients]:
     redis = connect_redis(settings.redis_url)
-    mongo = connect_mongo(settings.mongo_url)
+    mongo = connect_mongo(settings.mongo_url, mongo_timeout_seconds)
     try:
         queue = Queue(redis, Keys(settings.key_prefix))
         store = TaskStore(mongo, settings.mongo_database)

@@ -6,7 +6,6 @@ carries just the task id and type; everything else is read from the task record.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -277,7 +276,6 @@ class Queue:
         k = self.keys.of(priority)
         await self.redis.delete(k.stream, k.delayed, k.paused, k.wake)
         self._ready.discard(priority)
-        await asyncio.sleep(0)
 
 
 def _text(value: Any) -> str:

@@ -38,6 +38,8 @@ class JobRequest:
         run_at: run no sooner than this time (UTC).
         max_attempts: None for the type's or the class's default.
         idempotency_key: a replay with the same key returns the same task.
+        idempotency_scope: whose keys these are (an API client); keys of two
+            scopes never collide.
         trace: request id and trace context to carry into the job.
     """
 
@@ -48,6 +50,7 @@ class JobRequest:
     run_at: datetime | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
+    idempotency_scope: str | None = None
     trace: Mapping[str, str] | None = None
 
 
@@ -109,6 +112,8 @@ class JobService:
                 f"idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters",
                 field="idempotencyKey",
             )
+        if key is not None and request.idempotency_scope is not None:
+            key = f"{request.idempotency_scope}:{key}"
         if request.delay_seconds is not None and request.run_at is not None:
             raise InvalidPayload("give delaySeconds or runAt, not both", field="delaySeconds")
         run_at = request.run_at

@@ -88,14 +88,14 @@ def payload_hash(type_: str, priority: Priority, payload: Mapping[str, Any]) -> 
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def connect_mongo(url: str) -> AsyncMongoClient[dict[str, Any]]:
+def connect_mongo(url: str, timeout_seconds: float = 5.0) -> AsyncMongoClient[dict[str, Any]]:
     """An async client with majority writes and a short server-selection bound."""
     return AsyncMongoClient(
         url,
         tz_aware=True,
         w="majority",
-        serverSelectionTimeoutMS=5000,
-        connectTimeoutMS=5000,
+        serverSelectionTimeoutMS=int(timeout_seconds * 1000),
+        connectTimeoutMS=int(timeout_seconds * 1000),
         appname="relayq",
     )
 

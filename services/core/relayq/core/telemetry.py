@@ -81,3 +81,16 @@ def configure_logging(level: str = "INFO") -> None:
 def log_event(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     """Log `message` with structured fields (task_id, priority, …)."""
     logger.log(level, message, extra=fields)
+
+
+API_REQUESTS = Counter(
+    "relayq_api_requests_total",
+    "HTTP requests by method, route template and status.",
+    ["method", "route", "status"],
+)
+API_REQUEST_SECONDS = Histogram(
+    "relayq_api_request_seconds",
+    "HTTP request latency by route template.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

@@ -26,6 +26,7 @@ from relayq.core.jobs import (
     TaskState,
     UnknownJobType,
 )
+from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Queue
 from relayq.core.settings import Settings
 from relayq.core.store import TaskStore, now
@@ -227,55 +228,56 @@ class TaskExecutor:
         return Ack()
 
     async def _dead_letter(self, task: Task, error: str, reason: str) -> None:
-        failed = await self.store.transition(
-            task.id,
-            [TaskState.ACTIVE],
-            TaskState.FAILED,
-            version=task.version,
-            set_fields={"last_error": error, "finished_at": now()},
-        )
-        p = task.priority.value
-        if failed is None:
-            JOBS.labels(priority=p, type=task.type, outcome="dropped").inc()
-            return
-        JOBS.labels(priority=p, type=task.type, outcome="failed").inc()
-        DEAD_LETTERED.labels(priority=p, reason=reason).inc()
-        log_event(
-            log,
-            logging.ERROR,
-            "job dead-lettered",
-            task_id=task.id,
-            type=task.type,
-            priority=p,
-            reason=reason,
-            attempts=task.attempts,
-            error=error,
-        )
+        """Dead-letter the task this worker holds (attempts used up, permanent error)."""
+        await self._fail(
+            task.id, task.type, task.priority, error, reason,
+            expected=[TaskState.ACTIVE], version=task.version, attempts=task.attempts,
+        )  # fmt: skip
 
     async def _fail_unclaimed(self, delivery: Delivery, error: str, reason: str) -> None:
         """Dead-letter a task no worker can run (unknown type, poison)."""
         msg = delivery.message
+        await self._fail(
+            msg.task_id, msg.type, delivery.priority, error, reason,
+            expected=[*CLAIMABLE_STATES, TaskState.ACTIVE], deliveries=delivery.deliveries,
+        )  # fmt: skip
+
+    async def _fail(
+        self,
+        task_id: str,
+        job_type: str,
+        priority: Priority,
+        error: str,
+        reason: str,
+        *,
+        expected: list[TaskState],
+        version: int | None = None,
+        **context: int,
+    ) -> None:
         failed = await self.store.transition(
-            msg.task_id,
-            [*CLAIMABLE_STATES, TaskState.ACTIVE],
+            task_id,
+            expected,
             TaskState.FAILED,
+            version=version,
             set_fields={"last_error": error, "finished_at": now()},
         )
-        p = delivery.priority.value
+        p = priority.value
         if failed is None:
+            if version is not None:  # a newer holder superseded this run
+                JOBS.labels(priority=p, type=job_type, outcome="dropped").inc()
             return
-        JOBS.labels(priority=p, type=msg.type, outcome="failed").inc()
+        JOBS.labels(priority=p, type=job_type, outcome="failed").inc()
         DEAD_LETTERED.labels(priority=p, reason=reason).inc()
         log_event(
             log,
             logging.ERROR,
             "job dead-lettered",
-            task_id=msg.task_id,
-            type=msg.type,
+            task_id=task_id,
+            type=job_type,
             priority=p,
             reason=reason,
-            deliveries=delivery.deliveries,
             error=error,
+            **context,
         )
 
     async def poison(self, delivery: Delivery) -> None:

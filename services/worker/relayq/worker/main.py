@@ -12,7 +12,7 @@ from prometheus_client import start_http_server
 
 from relayq.core.clients import open_clients
 from relayq.core.priorities import Priority
-from relayq.core.settings import Settings
+from relayq.core.settings import Settings, SettingsError
 from relayq.core.telemetry import configure_logging, log_event
 from relayq.worker.executor import TaskExecutor
 from relayq.worker.runner import Worker, WorkerConfig
@@ -70,7 +70,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="relayq worker", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        parser.exit(2, f"relayq worker: {exc}\n")
     configure_logging(settings.log_level)
     asyncio.run(
         serve(settings, args.priority, concurrency=args.concurrency, metrics_port=args.metrics_port)

@@ -1,0 +1,3 @@
+from relayq.api.main import main
+
+main()

@@ -1,0 +1,36 @@
+"""Entry point: `relayq api` serves the gateway until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from relayq.api.app import create_app
+from relayq.api.settings import ApiSettings
+from relayq.core.settings import Settings, SettingsError
+from relayq.core.telemetry import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="relayq api", description=__doc__)
+    parser.add_argument("--host", help="default RELAYQ_API_HOST (127.0.0.1)")
+    parser.add_argument("--port", type=int, help="default RELAYQ_API_PORT (8080)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        api = ApiSettings.from_env()
+    except SettingsError as exc:
+        parser.exit(2, f"relayq api: {exc}\n")
+    configure_logging(settings.log_level)
+    # run_app handles SIGTERM/SIGINT: stop accepting, let in-flight requests
+    # finish within shutdown_timeout, then run the cleanup (closing clients).
+    web.run_app(
+        create_app(settings, api),
+        host=args.host or api.host,
+        port=args.port or api.port,
+        shutdown_timeout=api.shutdown_seconds,
+        access_log=None,
+        print=None,
+    )

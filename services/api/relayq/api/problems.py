@@ -1,0 +1,71 @@
+"""RFC 9457 problem details: every error the gateway returns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+PROBLEM_BASE = "https://relayq.io/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+TITLES = {
+    "invalid-json": "Body is not JSON",
+    "invalid-task-id": "Invalid task id",
+    "invalid-query": "Invalid query parameter",
+    "unauthorized": "Authentication required",
+    "forbidden": "Not allowed",
+    "task-not-found": "Task not found",
+    "not-a-dead-letter": "Task is not a dead letter",
+    "not-found": "Not found",
+    "method-not-allowed": "Method not allowed",
+    "idempotency-conflict": "Idempotency key reused with another body",
+    "payload-too-large": "Request body too large",
+    "unsupported-media-type": "Body must be application/json",
+    "invalid-body": "Invalid request body",
+    "unknown-job-type": "Unknown job type",
+    "invalid-payload": "Invalid job",
+    "invalid-priority": "Unknown priority",
+    "rate-limited": "Too many requests",
+    "store-unavailable": "Task store unavailable",
+    "internal": "Internal error",
+}
+
+
+class Problem(Exception):
+    """An error answer; raise it from a handler, the middleware renders it."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.field = field
+        self.headers = headers or {}
+
+    def response(self, request_id: str) -> web.Response:
+        body: dict[str, Any] = {
+            "type": PROBLEM_BASE + self.code,
+            "title": TITLES.get(self.code, self.code),
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+            "requestId": request_id,
+        }
+        if self.field is not None:
+            body["field"] = self.field
+        return web.Response(
+            status=self.status,
+            text=json.dumps(body),
+            content_type=PROBLEM_CONTENT_TYPE,
+            headers=self.headers,
+        )

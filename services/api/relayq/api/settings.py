@@ -1,0 +1,103 @@
+"""Settings of the HTTP gateway, from environment variables (see docs/api.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relayq.core.settings import SettingsError
+
+
+def hash_key(key: str) -> str:
+    """How API keys are stored: SHA-256, hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Configuration of the gateway.
+
+    Attributes:
+        host, port: where it listens (`RELAYQ_API_HOST`, `RELAYQ_API_PORT`).
+        api_keys: client key hashes to client ids, from `RELAYQ_API_KEY` (client
+            `default`) and `RELAYQ_API_KEYS_FILE`; MongoDB's `api_keys` adds more.
+        admin_token: the administrators' bearer token (`RELAYQ_ADMIN_TOKEN` or
+            `RELAYQ_ADMIN_TOKEN_FILE`); None disables the admin routes (403).
+        rate_limit_per_s: requests per second per client key (`RELAYQ_API_RATE_LIMIT`).
+        shutdown_seconds: SIGTERM waits this long for requests (`RELAYQ_API_SHUTDOWN_SECONDS`).
+        mongo_timeout_seconds: how long a request waits for MongoDB before 503.
+        max_body_bytes: larger bodies get 413.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: Mapping[str, str] = field(default_factory=dict)
+    admin_token: str | None = None
+    rate_limit_per_s: int = 200
+    shutdown_seconds: float = 10.0
+    mongo_timeout_seconds: float = 2.0
+    max_body_bytes: int = 512 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
+        env = os.environ if environ is None else environ
+        keys: dict[str, str] = {}
+        if env.get("RELAYQ_API_KEY"):
+            keys[hash_key(env["RELAYQ_API_KEY"])] = "default"
+        if env.get("RELAYQ_API_KEYS_FILE"):
+            keys.update(read_keys_file(Path(env["RELAYQ_API_KEYS_FILE"])))
+        admin = env.get("RELAYQ_ADMIN_TOKEN") or None
+        if admin is None and env.get("RELAYQ_ADMIN_TOKEN_FILE"):
+            admin = _read(Path(env["RELAYQ_ADMIN_TOKEN_FILE"])).strip() or None
+        return cls(
+            host=env.get("RELAYQ_API_HOST", cls.host),
+            port=_int(env, "RELAYQ_API_PORT", cls.port, 1, 65535),
+            api_keys=keys,
+            admin_token=admin,
+            rate_limit_per_s=_int(env, "RELAYQ_API_RATE_LIMIT", cls.rate_limit_per_s, 1, 10**6),
+            shutdown_seconds=float(
+                _int(env, "RELAYQ_API_SHUTDOWN_SECONDS", int(cls.shutdown_seconds), 0, 3600)
+            ),
+        )
+
+
+def read_keys_file(path: Path) -> dict[str, str]:
+    """`client-id:sha256hex` per line; blank lines and `#` comments are skipped."""
+    keys: dict[str, str] = {}
+    for number, line in enumerate(_read(path).splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        client, sep, digest = line.rpartition(":")
+        digest = digest.strip().lower()
+        if not sep or not client or len(digest) != 64 or not _is_hex(digest):
+            raise SettingsError(f"{path}:{number}: expected client-id:sha256hex")
+        keys[digest] = client.strip()
+    return keys
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _is_hex(value: str) -> bool:
+    return all(c in "0123456789abcdef" for c in value)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name}={raw!r} is outside {low}..{high}")
+    return value
