@@ -11,7 +11,7 @@ from relayq.cli.servers import free_port
 from relayq.core.clients import Clients
 from relayq.core.jobs import TaskState
 from relayq.core.settings import Settings
-from tests.gateway import ADMIN, CLIENT, dispatched, problem
+from tests.gateway import ADMIN, CLIENT, PROBLEM_TYPE, dispatched, make_dead, problem
 from tests.integration.conftest import Api, MakeApi
 
 
@@ -51,6 +51,37 @@ async def test_redis_down_does_not_enforce_the_rate_limit(redis_down: Api) -> No
     statuses = [(await redis_down.get("/v1/tasks", headers=CLIENT)).status for _ in range(5)]
 
     assert statuses == [200] * 5
+
+
+async def test_redis_down_retried_dead_letter_is_accepted_as_pending(
+    redis_down: Api, clients: Clients
+) -> None:
+    dead = await make_dead(clients, "noop")
+
+    resp = await redis_down.post(f"/v1/admin/dead-letters/{dead.id}/retry", headers=ADMIN)
+
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["status"] == "pending"
+    task = await clients.store.get(dead.id)
+    assert task is not None and task.state is TaskState.PENDING
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/admin/queues"),
+        ("POST", "/v1/admin/queues/high/pause"),
+        ("POST", "/v1/admin/queues/high/resume"),
+    ],
+)
+async def test_redis_down_queue_administration_is_503_not_a_500(
+    redis_down: Api, method: str, path: str
+) -> None:
+    # A dependency outage is not a bug: 500 `internal` is reserved for bugs.
+    resp = await redis_down.request(method, path, headers=ADMIN)
+
+    assert resp.status == 503, await resp.text()
+    assert resp.content_type == PROBLEM_TYPE
 
 
 async def test_readyz_names_redis_unreachable(redis_down: Api) -> None:

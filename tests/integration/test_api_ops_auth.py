@@ -8,14 +8,19 @@ import re
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpClient
 
+from relayq.api.app import create_app
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import Clients
+from relayq.core.settings import Settings
 from tests.gateway import (
     ADMIN,
     CLIENT,
     CLIENT_KEY,
     OTHER_CLIENT,
+    api_settings,
     problem,
     sha256,
 )
@@ -127,6 +132,23 @@ async def test_wrong_method_is_a_405_problem(
     resp = await api.request(method, path, headers=headers)
 
     await problem(resp, 405, "method-not-allowed")
+
+
+async def test_unhandled_error_is_a_500_problem_naming_only_the_request_id(
+    aiohttp_client: AiohttpClient, settings: Settings, clients: Clients
+) -> None:
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals: mongodb://user:pw@db")
+
+    app = create_app(settings, api_settings())
+    app.router.add_get("/broken", broken)
+    api = await aiohttp_client(app)
+
+    resp = await api.get("/broken", headers={"X-Request-Id": "req-500"})
+
+    body = await problem(resp, 500, "internal")
+    assert "req-500" in body["detail"]
+    assert "secret" not in await resp.text()
 
 
 # -- request ids -----------------------------------------------------------------------------
