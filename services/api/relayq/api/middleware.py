@@ -64,6 +64,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             "the task store cannot be reached; nothing was accepted",
             headers={"Retry-After": "5"},
         ).response(rid)
+    except (RedisError, OSError) as exc:
+        log_event(log, logging.WARNING, "redis unavailable", request_id=rid, error=str(exc))
+        response = Problem(
+            503,
+            "queue-unavailable",
+            "the queue (Redis) cannot be reached; try again",
+            headers={"Retry-After": "5"},
+        ).response(rid)
     except Exception:
         log.exception("unhandled error", extra={"request_id": rid})
         response = Problem(500, "internal", f"internal error; request id {rid}").response(rid)

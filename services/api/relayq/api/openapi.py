@@ -45,7 +45,10 @@ ERRORS: dict[int, tuple[str, list[str]]] = {
     ),
     429: ("The key's rate limit", ["rate-limited"]),
     500: ("A bug; the detail names the request id", ["internal"]),
-    503: ("MongoDB unreachable: nothing was accepted", ["store-unavailable"]),
+    503: (
+        "MongoDB unreachable (nothing was accepted), or Redis unreachable for an admin route",
+        ["store-unavailable", "queue-unavailable"],
+    ),
 }
 ALL_CODES = [code for _, codes in ERRORS.values() for code in codes] + [
     "not-found",

@@ -29,6 +29,7 @@ TITLES = {
     "invalid-priority": "Unknown priority",
     "rate-limited": "Too many requests",
     "store-unavailable": "Task store unavailable",
+    "queue-unavailable": "Queue unavailable",
     "internal": "Internal error",
 }
 

@@ -76,6 +76,8 @@ def job_request(
     max_attempts = None
     if body.get("maxAttempts") is not None:
         max_attempts = body["maxAttempts"]
+        if isinstance(max_attempts, float) and max_attempts.is_integer():
+            max_attempts = int(max_attempts)  # JSON Schema counts 3.0 as an integer
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
             raise _invalid("maxAttempts", "must be an integer")
     return JobRequest(
