@@ -11,9 +11,10 @@ import pytest
 
 from relayq.cli.servers import free_port
 from relayq.core.clients import Clients, open_clients
-from relayq.core.jobs import InvalidPayload, JobError, Task, TaskState, UnknownJobType
+from relayq.core.jobs import InvalidPayload, JobError, TaskState, UnknownJobType
 from relayq.core.priorities import Priority
 from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH, MAX_DELAY_SECONDS, JobRequest
+from tests.gateway import make_dead
 
 
 @pytest.fixture
@@ -30,29 +31,6 @@ async def xlen(clients: Clients, priority: Priority) -> int:
 
 async def zcard(clients: Clients, priority: Priority) -> int:
     return int(await clients.redis.zcard(clients.queue.keys.of(priority).delayed))
-
-
-async def make_dead(clients: Clients, type_: str = "noop", **kwargs: Any) -> Task:
-    """A task that ran out of attempts, as a worker would leave it."""
-    sub = await clients.service.submit(JobRequest(type_, kwargs.pop("payload", {}), **kwargs))
-    task = sub.task
-    active = await clients.store.transition(
-        task.id, [TaskState.QUEUED], TaskState.ACTIVE, inc_fields={"attempts": task.max_attempts}
-    )
-    assert active is not None
-    dead = await clients.store.transition(
-        task.id,
-        [TaskState.ACTIVE],
-        TaskState.FAILED,
-        set_fields={"finished_at": datetime.now(UTC), "last_error": "boom"},
-    )
-    assert dead is not None
-    # Its stream entry is gone, as after the worker's ack.
-    stream = clients.queue.keys.of(task.priority).stream
-    for entry_id, fields in await clients.redis.xrange(stream):
-        if fields["t"] == task.id:
-            await clients.redis.xdel(stream, entry_id)
-    return dead
 
 
 # -- validation --------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from relayq.core.clients import Clients
 from relayq.core.ids import is_task_id
-from relayq.core.jobs import Task, TaskState
+from relayq.core.jobs import InvalidPayload, Task, TaskState
 from relayq.core.priorities import Priority
 from relayq.core.store import IdempotencyConflict, NewTask, TaskStore
 
@@ -307,3 +307,17 @@ async def test_deleting_a_keyed_task_frees_its_idempotency_key(store: TaskStore)
     assert await store.delete(first.id, [TaskState.FAILED])
     second, created = await store.insert(new(payload={"a": 2}, key="k"))
     assert created and second.id != first.id
+
+
+async def test_a_payload_the_store_refuses_is_invalid_and_nothing_is_written(
+    store: TaskStore,
+) -> None:
+    # FerretDB refuses arrays nested in arrays (MongoDB accepts them): a refusal
+    # by the server is the client's bad payload, not an outage.
+    refused = {"rows": [[1, 2], [3]]}
+    with pytest.raises(InvalidPayload) as one:
+        await store.insert(new(payload=refused))
+    assert one.value.field == "payload" and "nested arrays" in str(one.value)
+    with pytest.raises(InvalidPayload):
+        await store.insert_many([new(), new(payload=refused), new()])
+    assert await store.tasks.count_documents({}) == 0

@@ -205,6 +205,39 @@ class JobType:
         return delay / 2 + rng.uniform(0, delay / 2)
 
 
+MAX_PAYLOAD_DEPTH = 32
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_storable(value: object, path: str, depth: int) -> None:
+    """Refuse what a MongoDB document cannot hold, before anything is written.
+
+    Field names must not start with "$", contain "." or NUL; integers must fit
+    in 64 bits; nesting is bounded.
+    """
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise InvalidPayload(f"nested deeper than {MAX_PAYLOAD_DEPTH} levels", field=path)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "." in key or "\x00" in key:
+                raise InvalidPayload(
+                    f"field name {key!r} may not start with '$' or hold '.' or NUL", field=path
+                )
+            _check_storable(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_storable(item, f"{path}[{i}]", depth + 1)
+    elif isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidPayload("strings may not hold NUL characters", field=path)
+    elif (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not INT64_MIN <= value <= INT64_MAX
+    ):
+        raise InvalidPayload("integers must fit in 64 bits", field=path)
+
+
 class Registry:
     """Job types by name. Producers validate against it; workers dispatch through it."""
 
@@ -248,6 +281,7 @@ class Registry:
             raise InvalidPayload(
                 f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}", field="payload"
             )
+        _check_storable(payload, "payload", 0)
         checked = dict(payload)
         if job_type.validate is not None:
             checked = job_type.validate(checked)

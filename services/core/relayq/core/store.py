@@ -17,13 +17,15 @@ from typing import Any, TypeVar
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
 
 from relayq.core.ids import new_task_id
-from relayq.core.jobs import Task, TaskState
+from relayq.core.jobs import InvalidPayload, Task, TaskState
 from relayq.core.priorities import Priority
 
 MAX_PAGE = 500
+# The server refused the document's contents (e.g. FerretDB's nested arrays).
+BAD_VALUE = 2
 TRANSIENT_RETRIES = 6
 # Errors a write can meet under contention and that leave nothing applied:
 # SQLite's lock timeouts (FerretDB's backend) and MongoDB's transient labels.
@@ -135,7 +137,7 @@ class TaskStore:
         doc = _new_doc(new)
         try:
             await with_transient_retry(lambda: self.tasks.insert_one(doc))
-        except DuplicateKeyError:
+        except DuplicateKeyError:  # before WriteError, its base class
             existing = await self.tasks.find_one({"idem": doc["idem"]})
             if existing is None:  # the original was deleted meanwhile
                 raise
@@ -143,13 +145,26 @@ class TaskStore:
             if task.payload_hash != doc["payload_hash"]:
                 raise IdempotencyConflict(task) from None
             return task, False
+        except WriteError as exc:
+            if exc.code != BAD_VALUE:
+                raise
+            raise _refused(exc.details) from None
         return _task(doc), True
 
     async def insert_many(self, news: Sequence[NewTask]) -> list[tuple[Task, bool]]:
         """Insert many; tasks with idempotency keys go one by one to resolve replays."""
         plain = [_new_doc(n) for n in news if n.idempotency_key is None]
         if plain:
-            await with_transient_retry(lambda: self.tasks.insert_many(plain, ordered=False))
+            try:
+                await with_transient_retry(lambda: self.tasks.insert_many(plain, ordered=True))
+            except BulkWriteError as exc:
+                errors = (exc.details or {}).get("writeErrors", [])
+                if not errors or errors[0].get("code") != BAD_VALUE:
+                    raise
+                # Ordered: nothing after the refused document was written; undo
+                # what was, so a batch is accepted whole or not at all.
+                await self.tasks.delete_many({"_id": {"$in": [d["_id"] for d in plain]}})
+                raise _refused(errors[0]) from None
         plain_iter = iter(plain)
         out: list[tuple[Task, bool]] = []
         for n in news:
@@ -235,6 +250,11 @@ class TaskStore:
         if priority is not None:
             query["priority"] = priority.value
         return int(await self.tasks.count_documents(query))
+
+
+def _refused(details: Mapping[str, Any] | None) -> InvalidPayload:
+    message = str((details or {}).get("errmsg", "refused by the task store"))[:300]
+    return InvalidPayload(f"the task store refused the payload: {message}", field="payload")
 
 
 def _new_doc(new: NewTask) -> dict[str, Any]:
