@@ -11,7 +11,7 @@ from aiohttp import web
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
-from relayq.api.problems import Problem
+from relayq.api.problems import Problem, unavailable
 from relayq.api.settings import ApiSettings, hash_key
 
 KEY_CACHE_SECONDS = 30.0
@@ -56,11 +56,8 @@ class KeyRing:
         try:
             doc = await asyncio.wait_for(self._collection.find_one({"_id": digest}), self._timeout)
         except (TimeoutError, PyMongoError):
-            raise Problem(
-                503,
-                "store-unavailable",
-                "cannot check this key: the task store is unreachable",
-                headers={"Retry-After": "5"},
+            raise unavailable(
+                "store-unavailable", "cannot check this key: the task store is unreachable"
             ) from None
         client = None
         if doc is not None and not doc.get("disabled", False):

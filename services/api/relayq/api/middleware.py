@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from relayq.api.auth import presented_secret, unauthorized
 from relayq.api.keys import CLIENT, KEYRING, QUEUE, REQUEST_ID, SETTINGS
-from relayq.api.problems import Problem
+from relayq.api.problems import Problem, unavailable
 from relayq.core.telemetry import API_REQUEST_SECONDS, API_REQUESTS, log_event
 
 log = logging.getLogger("relayq.api")
@@ -58,19 +58,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response = Problem(exc.status, code, exc.reason, headers=headers).response(rid)
     except PyMongoError as exc:
         log_event(log, logging.WARNING, "task store unavailable", request_id=rid, error=str(exc))
-        response = Problem(
-            503,
-            "store-unavailable",
-            "the task store cannot be reached; nothing was accepted",
-            headers={"Retry-After": "5"},
+        response = unavailable(
+            "store-unavailable", "the task store cannot be reached; nothing was accepted"
         ).response(rid)
     except (RedisError, OSError) as exc:
         log_event(log, logging.WARNING, "redis unavailable", request_id=rid, error=str(exc))
-        response = Problem(
-            503,
-            "queue-unavailable",
-            "the queue (Redis) cannot be reached; try again",
-            headers={"Retry-After": "5"},
+        response = unavailable(
+            "queue-unavailable", "the queue (Redis) cannot be reached; try again"
         ).response(rid)
     except Exception:
         log.exception("unhandled error", extra={"request_id": rid})

@@ -34,6 +34,14 @@ TITLES = {
 }
 
 
+RETRY_AFTER_OUTAGE_SECONDS = 5
+
+
+def unavailable(code: str, detail: str) -> Problem:
+    """A 503 for a dependency outage, telling the client when to try again."""
+    return Problem(503, code, detail, headers={"Retry-After": str(RETRY_AFTER_OUTAGE_SECONDS)})
+
+
 class Problem(Exception):
     """An error answer; raise it from a handler, the middleware renders it."""
 
