@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from relayq.api import admin, jobs, ops
+from relayq.api import admin, jobs, ops, purchases
 from relayq.api.auth import KeyRing
-from relayq.api.keys import CLIENTS, KEYRING, QUEUE, SETTINGS
+from relayq.api.keys import CLIENTS, KEYRING, QUEUE, RELAYER, SETTINGS
 from relayq.api.middleware import authenticate, request_context
 from relayq.api.settings import ApiSettings
+from relayq.core.chain.settings import ChainSettings
 from relayq.core.clients import open_clients
+from relayq.core.relayer.relayer import open_relayer
 from relayq.core.settings import Settings
 from relayq.core.telemetry import log_event
 
@@ -28,6 +30,8 @@ def routes() -> list[web.RouteDef]:
         web.post("/v1/jobs", jobs.submit_job),
         web.get("/v1/tasks", jobs.list_tasks),
         web.get("/v1/tasks/{task_id}", jobs.get_task),
+        web.post("/v1/buy-tokens", purchases.buy_tokens),
+        web.get("/v1/bundles", purchases.list_bundles),
         web.get("/v1/admin/queues", admin.queues),
         web.post("/v1/admin/queues/{priority}/pause", admin.pause),
         web.post("/v1/admin/queues/{priority}/resume", admin.resume),
@@ -43,7 +47,10 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def create_app(settings: Settings, api: ApiSettings) -> web.Application:
+def create_app(
+    settings: Settings, api: ApiSettings, chain: ChainSettings | None = None
+) -> web.Application:
+    """The gateway; the purchase routes answer 503 unless `chain` configures the relayer."""
     app = web.Application(
         client_max_size=api.max_body_bytes, middlewares=[request_context, authenticate]
     )
@@ -59,8 +66,14 @@ def create_app(settings: Settings, api: ApiSettings) -> web.Application:
             app[CLIENTS] = clients
             app[QUEUE] = clients.queue
             app[KEYRING] = KeyRing(api, clients.store.client[settings.mongo_database]["api_keys"])
+            relayer = None
+            if chain is not None and chain.configured:
+                relayer = open_relayer(chain, clients)
+                app[RELAYER] = relayer
             indexes = asyncio.create_task(_ensure_indexes(app))
             yield
+            if relayer is not None:
+                await relayer.close()
             indexes.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await indexes

@@ -6,8 +6,10 @@ from aiohttp import web
 
 from relayq.api.keys import CLIENT, CLIENTS
 from relayq.api.problems import Problem
+from relayq.api.purchases import purchase_view
 from relayq.api.requests import job_request, json_object, page_query, task_id, task_state, trace_of
 from relayq.core.jobs import InvalidPayload, Task, UnknownJobType
+from relayq.core.relayer.buy import TOKEN_TRANSFER
 from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH
 from relayq.core.store import IdempotencyConflict
 
@@ -33,6 +35,11 @@ async def submit_job(request: web.Request) -> web.Response:
     job = job_request(body, key, request[CLIENT], trace_of(request))
     service = request.app[CLIENTS].service
     try:
+        if service.registry.get(job.type).internal:
+            raise Problem(
+                422, "internal-job-type", f"{job.type} jobs are created by relayq itself",
+                field="type",
+            )  # fmt: skip
         submitted = await service.submit(job)
     except UnknownJobType as exc:
         raise Problem(422, exc.code, str(exc), field="type") from None
@@ -50,7 +57,10 @@ async def get_task(request: web.Request) -> web.Response:
     task = await request.app[CLIENTS].service.get(task_id(request))
     if task is None:
         raise Problem(404, "task-not-found", "no task with this id")
-    return web.json_response(task.to_public())
+    view = task.to_public()
+    if task.type == TOKEN_TRANSFER:
+        view["purchase"] = await purchase_view(request, task)
+    return web.json_response(view)
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -8,10 +8,12 @@ from relayq.api.auth import KeyRing
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import Clients
 from relayq.core.queue import Queue
+from relayq.core.relayer.relayer import Relayer
 
 SETTINGS = web.AppKey("api_settings", ApiSettings)
 CLIENTS = web.AppKey("clients", Clients)
 QUEUE = web.AppKey("queue", Queue)
 KEYRING = web.AppKey("keyring", KeyRing)
+RELAYER = web.AppKey("relayer", Relayer)
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT = web.RequestKey("client", str)

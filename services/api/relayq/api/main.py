@@ -9,8 +9,10 @@ from aiohttp import web
 
 from relayq.api.app import create_app
 from relayq.api.settings import ApiSettings
+from relayq.core.chain.settings import ChainSettings
 from relayq.core.settings import Settings, SettingsError
 from relayq.core.telemetry import configure_logging
+from relayq.core.tracing import configure_tracing, shutdown_tracing
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -21,16 +23,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = Settings.from_env()
         api = ApiSettings.from_env()
+        chain = ChainSettings.from_env()
     except SettingsError as exc:
         parser.exit(2, f"relayq api: {exc}\n")
     configure_logging(settings.log_level)
+    configure_tracing("relayq-api")  # a no-op unless an OTLP endpoint is set
     # run_app handles SIGTERM/SIGINT: stop accepting, let in-flight requests
     # finish within shutdown_timeout, then run the cleanup (closing clients).
     web.run_app(
-        create_app(settings, api),
+        create_app(settings, api, chain),
         host=args.host or api.host,
         port=args.port or api.port,
         shutdown_timeout=api.shutdown_seconds,
         access_log=None,
         print=None,
     )
+    shutdown_tracing()  # export the spans still buffered

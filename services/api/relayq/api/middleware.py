@@ -16,6 +16,7 @@ from relayq.api.auth import presented_secret, unauthorized
 from relayq.api.keys import CLIENT, KEYRING, QUEUE, REQUEST_ID, SETTINGS
 from relayq.api.problems import Problem, unavailable
 from relayq.core.telemetry import API_REQUEST_SECONDS, API_REQUESTS, log_event
+from relayq.core.tracing import finish_server_span, server_span
 
 log = logging.getLogger("relayq.api")
 access_log = logging.getLogger("relayq.api.access")
@@ -44,36 +45,40 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     given = request.headers.get("X-Request-Id", "")
     rid = given if VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     request[REQUEST_ID] = rid
-    started = time.perf_counter()
-    response: web.StreamResponse
-    try:
-        response = await handler(request)
-    except Problem as problem:
-        response = problem.response(rid)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = HTTP_CODES.get(exc.status, "invalid-body" if exc.status < 500 else "internal")
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        response = Problem(exc.status, code, exc.reason, headers=headers).response(rid)
-    except PyMongoError as exc:
-        log_event(log, logging.WARNING, "task store unavailable", request_id=rid, error=str(exc))
-        response = unavailable(
-            "store-unavailable", "the task store cannot be reached; nothing was accepted"
-        ).response(rid)
-    except (RedisError, OSError) as exc:
-        log_event(log, logging.WARNING, "redis unavailable", request_id=rid, error=str(exc))
-        response = unavailable(
-            "queue-unavailable", "the queue (Redis) cannot be reached; try again"
-        ).response(rid)
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": rid})
-        response = Problem(500, "internal", f"internal error; request id {rid}").response(rid)
-    response.headers["X-Request-Id"] = rid
-    elapsed = time.perf_counter() - started
-    route = route_name(request)
-    API_REQUESTS.labels(method=request.method, route=route, status=str(response.status)).inc()
-    API_REQUEST_SECONDS.labels(route=route).observe(elapsed)
+    with server_span(request.method, request.headers.get("traceparent")) as span:
+        started = time.perf_counter()
+        response: web.StreamResponse
+        try:
+            response = await handler(request)
+        except Problem as problem:
+            response = problem.response(rid)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = HTTP_CODES.get(exc.status, "invalid-body" if exc.status < 500 else "internal")
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            response = Problem(exc.status, code, exc.reason, headers=headers).response(rid)
+        except PyMongoError as exc:
+            log_event(
+                log, logging.WARNING, "task store unavailable", request_id=rid, error=str(exc)
+            )
+            response = unavailable(
+                "store-unavailable", "the task store cannot be reached; nothing was accepted"
+            ).response(rid)
+        except (RedisError, OSError) as exc:
+            log_event(log, logging.WARNING, "redis unavailable", request_id=rid, error=str(exc))
+            response = unavailable(
+                "queue-unavailable", "the queue (Redis) cannot be reached; try again"
+            ).response(rid)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": rid})
+            response = Problem(500, "internal", f"internal error; request id {rid}").response(rid)
+        response.headers["X-Request-Id"] = rid
+        elapsed = time.perf_counter() - started
+        route = route_name(request)
+        API_REQUESTS.labels(method=request.method, route=route, status=str(response.status)).inc()
+        API_REQUEST_SECONDS.labels(route=route).observe(elapsed)
+        finish_server_span(span, request.method, route, response.status, rid)
     access_log.info(
         "request",
         extra={

@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from relayq.api.docspage import docs_page
 from relayq.api.keys import CLIENTS
 from relayq.api.openapi import openapi_document
+from relayq.core.recovery_report import recovery_collector
+from relayq.core.telemetry import probe_dependency, refresh_queue_gauges_quietly
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -20,27 +22,38 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    clients = request.app[CLIENTS]
-    checks = {
-        "redis": _check(clients.redis.ping()),
-        "mongo": _check(clients.store.ping()),
-    }
-    results = dict(zip(checks, await asyncio.gather(*checks.values()), strict=True))
-    ready = all(v == "ok" for v in results.values())
+    redis_ok, mongo_ok = await _probe(request.app)
+    results = {"redis": _word(redis_ok), "mongo": _word(mongo_ok)}
+    ready = redis_ok and mongo_ok
     return web.json_response(
         {"status": "ready" if ready else "unready", **results}, status=200 if ready else 503
     )
 
 
-async def _check(probe: Any) -> str:
-    try:
-        await asyncio.wait_for(probe, READY_TIMEOUT_SECONDS)
-    except Exception:
-        return "unreachable"
-    return "ok"
+async def _probe(app: web.Application) -> tuple[bool, bool]:
+    """Ping Redis and MongoDB at once; sets relayq_dependency_up for each."""
+    clients = app[CLIENTS]
+    redis_ok, mongo_ok = await asyncio.gather(
+        probe_dependency("redis", clients.redis.ping(), READY_TIMEOUT_SECONDS),
+        probe_dependency("mongodb", clients.store.ping(), READY_TIMEOUT_SECONDS),
+    )
+    return redis_ok, mongo_ok
+
+
+def _word(ok: bool) -> str:
+    return "ok" if ok else "unreachable"
 
 
 async def metrics(request: web.Request) -> web.Response:
+    # Probe at scrape time, so the dependency and queue gauges are fresh
+    # without a background loop, and show every priority's queue even when
+    # none of its workers runs.
+    redis_ok, _ = await _probe(request.app)
+    if redis_ok:
+        await refresh_queue_gauges_quietly(request.app[CLIENTS].queue, READY_TIMEOUT_SECONDS)
+        # Recovery is a CronJob nothing scrapes: its report lives in Redis.
+        clients = request.app[CLIENTS]
+        await recovery_collector().refresh(clients.redis, clients.queue.keys)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -30,6 +30,13 @@ TITLES = {
     "rate-limited": "Too many requests",
     "store-unavailable": "Task store unavailable",
     "queue-unavailable": "Queue unavailable",
+    "internal-job-type": "Job type not open to clients",
+    "idempotency-key-required": "Idempotency-Key header required",
+    "unknown-bundle": "Unknown bundle",
+    "insufficient-liquidity": "Not enough liquidity for this purchase",
+    "relayer-unavailable": "Relayer not configured",
+    "chain-unavailable": "Chain unavailable",
+    "chain-error": "Chain service refused the request",
     "internal": "Internal error",
 }
 

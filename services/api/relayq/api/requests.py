@@ -16,6 +16,7 @@ from relayq.core.jobs import TaskState
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.core.store import MAX_PAGE
+from relayq.core.tracing import current_traceparent
 
 JOB_FIELDS = {"type", "payload", "priority", "runAt", "delaySeconds", "maxAttempts"}
 TRACEPARENT_LENGTH = 55
@@ -157,7 +158,9 @@ def task_state(request: web.Request) -> TaskState | None:
 def trace_of(request: web.Request) -> dict[str, str]:
     """What travels into the job: the request id and a W3C traceparent, if valid."""
     trace = {"requestId": request[REQUEST_ID]}
-    parent = request.headers.get("traceparent", "").strip().lower()
+    # With tracing on, the job's parent is this request's span (itself a child
+    # of the caller's traceparent); off, the caller's traceparent as sent.
+    parent = current_traceparent() or request.headers.get("traceparent", "").strip().lower()
     if len(parent) == TRACEPARENT_LENGTH and parent.count("-") == 3:
         trace["traceparent"] = parent
     return trace

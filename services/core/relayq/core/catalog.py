@@ -14,7 +14,10 @@ from relayq.core.jobs import JobType, Registry
 
 
 def load_registry(modules: Iterable[str] = ()) -> Registry:
-    registry = Registry(DIAGNOSTIC_TYPES)
+    # Imported here: the relayer's job module itself opens clients (a cycle at import time).
+    from relayq.core.relayer.jobs import JOB_TYPES as RELAYER_TYPES
+
+    registry = Registry([*DIAGNOSTIC_TYPES, *RELAYER_TYPES])
     for name in modules:
         module = importlib.import_module(name)
         job_types: Iterable[JobType] = module.JOB_TYPES

@@ -55,6 +55,18 @@ class InvalidPayload(JobError):
         self.field = field
 
 
+class Defer(Exception):
+    """Raised by a handler waiting on something outside relayq (a transaction to confirm).
+
+    The task goes back to `retrying`, due after `seconds`, and the run does not
+    count as an attempt. The handler must know the wait ends (a blockhash expires).
+    """
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(reason)
+        self.seconds = seconds
+
+
 class PermanentError(Exception):
     """Raised by a handler for a failure that retrying cannot fix: dead-letter now."""
 
@@ -183,6 +195,7 @@ class JobType:
         rate_limit: shared start rate limit, or None.
         validate: checks and normalises a payload; raises InvalidPayload.
         description: one line for listings.
+        internal: created by relayq itself (the relayer's steps); clients cannot submit it.
     """
 
     name: str
@@ -194,6 +207,7 @@ class JobType:
     rate_limit: RateLimit | None = None
     validate: PayloadValidator | None = None
     description: str = ""
+    internal: bool = False
 
     def attempts_under(self, cls: PriorityClass) -> int:
         return self.max_attempts if self.max_attempts is not None else cls.max_attempts

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,7 +17,7 @@ from relayq.core.jobs import InvalidPayload, Registry, Task, TaskState
 from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue, QueueStats
 from relayq.core.settings import Settings
-from relayq.core.store import NewTask, Page, TaskStore, now
+from relayq.core.store import IdempotencyConflict, NewTask, Page, TaskStore, now, payload_hash
 from relayq.core.telemetry import ENQUEUED, log_event
 
 log = logging.getLogger("relayq.service")
@@ -137,6 +137,29 @@ class JobService:
             run_at=run_at,
             trace=request.trace,
         )
+
+    async def replay_of(self, request: JobRequest) -> Task | None:
+        """The task an idempotent request already created, or None; a different body conflicts."""
+        new = self._prepare(request)
+        if new.idempotency_key is None:
+            return None
+        task = await self.store.get_by_idempotency_key(new.idempotency_key)
+        if task is not None and task.payload_hash != payload_hash(
+            new.type, new.priority, new.payload
+        ):
+            raise IdempotencyConflict(task)
+        return task
+
+    async def submit_held(self, request: JobRequest, task_id: str | None = None) -> Submitted:
+        """Validate and write the record as `pending`, without dispatching it.
+
+        The producer releases it with `dispatch_pending` once its precondition
+        holds (a purchase's swap has landed); recovery dispatches it if the
+        producer never does, so its handler must check the precondition too.
+        """
+        new = replace(self._prepare(request), held=True, task_id=task_id)
+        task, created = await self.store.insert(new)
+        return Submitted(task, created)
 
     async def submit(self, request: JobRequest) -> Submitted:
         """Validate, write the record, then dispatch. Redis down leaves the task `pending`."""

@@ -53,6 +53,10 @@ class NewTask:
     idempotency_key: str | None = None
     run_at: datetime | None = None
     trace: Mapping[str, str] | None = None
+    # A held task is written `pending` and dispatched later by its producer
+    # (or by recovery); its id may be chosen by the producer to key other records.
+    held: bool = False
+    task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,10 @@ class TaskStore:
 
     # -- reads --------------------------------------------------------------
 
+    async def get_by_idempotency_key(self, key: str) -> Task | None:
+        doc = await with_transient_retry(lambda: self.tasks.find_one({"idem": key}))
+        return _task(doc) if doc is not None else None
+
     async def get(self, task_id: str) -> Task | None:
         doc = await with_transient_retry(lambda: self.tasks.find_one({"_id": task_id}))
         return _task(doc) if doc is not None else None
@@ -258,14 +266,14 @@ def _refused(details: Mapping[str, Any] | None) -> InvalidPayload:
 
 
 def _new_doc(new: NewTask) -> dict[str, Any]:
-    task_id = new_task_id()
+    task_id = new.task_id or new_task_id()
     created = now()
     return {
         "_id": task_id,
         "type": new.type,
         "priority": new.priority.value,
         "payload": new.payload,
-        "state": TaskState.QUEUED.value,
+        "state": (TaskState.PENDING if new.held else TaskState.QUEUED).value,
         "version": 0,
         "attempts": 0,
         "max_attempts": new.max_attempts,
@@ -275,7 +283,7 @@ def _new_doc(new: NewTask) -> dict[str, Any]:
         "payload_hash": payload_hash(new.type, new.priority, new.payload),
         "created_at": created,
         "updated_at": created,
-        "queued_at": created,
+        "queued_at": None if new.held else created,
         "started_at": None,
         "finished_at": None,
         "run_at": new.run_at,

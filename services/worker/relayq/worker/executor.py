@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from relayq.core.jobs import (
     CLAIMABLE_STATES,
+    Defer,
     JobContext,
     JobType,
     PermanentError,
@@ -35,9 +36,12 @@ from relayq.core.telemetry import (
     JOBS,
     QUEUE_WAIT_SECONDS,
     RUN_SECONDS,
+    SLA_SECONDS,
     SLA_STARTS,
+    UNKNOWN_TYPE_LABEL,
     log_event,
 )
+from relayq.core.tracing import job_span
 
 log = logging.getLogger("relayq.worker")
 
@@ -82,6 +86,9 @@ class TaskExecutor:
         self.queue = queue
         self._rng = random.Random()
         self._running: dict[str, Task] = {}
+        for priority, cls in settings.classes.items():
+            if cls.sla_seconds is not None:  # dashboards draw the target next to the waits
+                SLA_SECONDS.labels(priority=priority.value).set(cls.sla_seconds)
 
     async def execute(self, delivery: Delivery, consumer: str) -> Outcome:
         msg = delivery.message
@@ -116,7 +123,7 @@ class TaskExecutor:
             return Ack()
 
         wait = max(0.0, time.time() - delivery.ready_ms / 1000)
-        QUEUE_WAIT_SECONDS.labels(priority=p).observe(wait)
+        QUEUE_WAIT_SECONDS.labels(priority=p, type=msg.type).observe(wait)
         sla = self.settings.priority_class(delivery.priority).sla_seconds
         SLA_STARTS.labels(priority=p, met=str(sla is None or wait <= sla).lower()).inc()
         self._running[delivery.entry_id] = task
@@ -162,8 +169,12 @@ class TaskExecutor:
         )
         t0 = time.perf_counter()
         try:
-            async with asyncio.timeout(job_type.timeout_seconds):
-                result = await job_type.handler(task.payload, ctx)
+            with job_span(
+                task.id, task.type, p, task.attempts, task.trace.get("traceparent"),
+                not_failures=(Defer,),
+            ):  # fmt: skip
+                async with asyncio.timeout(job_type.timeout_seconds):
+                    result = await job_type.handler(task.payload, ctx)
             result = _json_value(result)
         except asyncio.CancelledError:
             raise
@@ -171,6 +182,8 @@ class TaskExecutor:
             RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
             await self._dead_letter(task, _error_text(exc), "permanent")
             return Ack()
+        except Defer as exc:
+            return await self._defer(task, exc)
         except Exception as exc:
             RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
             if isinstance(exc, TimeoutError):
@@ -227,6 +240,25 @@ class TaskExecutor:
         )
         return Ack()
 
+    async def _defer(self, task: Task, exc: Defer) -> Outcome:
+        """Back to `retrying` after `exc.seconds`, this run not counted as an attempt."""
+        p = task.priority.value
+        deferred = await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.RETRYING,
+            version=task.version,
+            set_fields={"last_error": f"waiting: {exc}", "run_at": _after(exc.seconds)},
+            inc_fields={"attempts": -1},
+        )
+        outcome = "deferred" if deferred is not None else "dropped"
+        JOBS.labels(priority=p, type=task.type, outcome=outcome).inc()
+        log_event(
+            log, logging.INFO, "job deferred", task_id=task.id, type=task.type, priority=p,
+            wait_s=round(exc.seconds, 3), reason=str(exc),
+        )  # fmt: skip
+        return RetryIn(exc.seconds) if deferred is not None else Ack()
+
     async def _dead_letter(self, task: Task, error: str, reason: str) -> None:
         """Dead-letter the task this worker holds (attempts used up, permanent error)."""
         await self._fail(
@@ -262,11 +294,13 @@ class TaskExecutor:
             set_fields={"last_error": error, "finished_at": now()},
         )
         p = priority.value
+        # Any string may arrive as an unknown type: keep the label values bounded.
+        label = UNKNOWN_TYPE_LABEL if reason == "unknown-type" else job_type
         if failed is None:
             if version is not None:  # a newer holder superseded this run
-                JOBS.labels(priority=p, type=job_type, outcome="dropped").inc()
+                JOBS.labels(priority=p, type=label, outcome="dropped").inc()
             return
-        JOBS.labels(priority=p, type=job_type, outcome="failed").inc()
+        JOBS.labels(priority=p, type=label, outcome="failed").inc()
         DEAD_LETTERED.labels(priority=p, reason=reason).inc()
         log_event(
             log,

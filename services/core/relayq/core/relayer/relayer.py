@@ -1,0 +1,90 @@
+"""The relayer's connected parts, shared by the gateway's purchase route and the job handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from solders.address_lookup_table_account import AddressLookupTableAccount
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.message import MessageV0
+from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
+
+from relayq.core.chain.jito import JitoClient
+from relayq.core.chain.keys import load_keypair
+from relayq.core.chain.rpc import SolanaRpc
+from relayq.core.chain.settings import ChainSettings, SwapSourceKind
+from relayq.core.chain.swap import JupiterSwap, SwapSource, TreasurySwap
+from relayq.core.clients import Clients
+from relayq.core.relayer.baskets import Basket, load_baskets
+from relayq.core.relayer.purchases import PurchaseStore
+
+# The largest serialized transaction the cluster accepts (IPv6 MTU minus headers).
+PACKET_DATA_SIZE = 1232
+
+
+@dataclass
+class Relayer:
+    """Everything a purchase or a transfer needs."""
+
+    chain: ChainSettings
+    clients: Clients
+    rpc: SolanaRpc
+    jito: JitoClient
+    swap: SwapSource
+    baskets: dict[str, Basket]
+    signer: Keypair
+    contract_owner: Pubkey
+    purchases: PurchaseStore
+
+    async def close(self) -> None:
+        await self.swap.close()
+        await self.jito.close()
+        await self.rpc.close()
+
+    def sign(
+        self,
+        instructions: list[Instruction],
+        blockhash: Hash,
+        extra_signers: list[Keypair] | None = None,
+        lookup_tables: list[AddressLookupTableAccount] | None = None,
+    ) -> VersionedTransaction:
+        """A v0 transaction paid and signed by the relayer (and any co-signers)."""
+        message = MessageV0.try_compile(
+            self.signer.pubkey(), instructions, lookup_tables or [], blockhash
+        )
+        keypairs = {kp.pubkey(): kp for kp in [self.signer, *(extra_signers or [])]}
+        required = message.account_keys[: message.header.num_required_signatures]
+        return VersionedTransaction(message, [keypairs[key] for key in required])
+
+
+def open_relayer(chain: ChainSettings, clients: Clients) -> Relayer:
+    """Build the relayer from settings; ValueError when they are incomplete."""
+    if not chain.configured:
+        raise ValueError(
+            "the relayer needs RELAYQ_RELAYER_KEYPAIR_FILE, RELAYQ_CONTRACT_OWNER"
+            " and RELAYQ_BASKETS_FILE"
+        )
+    rpc = SolanaRpc(chain.rpc_url, chain.request_timeout_seconds)
+    swap: SwapSource
+    if chain.swap_source is SwapSourceKind.TREASURY:
+        swap = TreasurySwap(rpc, load_keypair(chain.treasury_keypair_file))
+    else:
+        swap = JupiterSwap(
+            chain.swap_api_url, rpc, chain.slippage_bps, chain.request_timeout_seconds
+        )
+    return Relayer(
+        chain=chain,
+        clients=clients,
+        rpc=rpc,
+        jito=JitoClient(
+            chain.jito_url, chain.jito_requests_per_second, chain.request_timeout_seconds
+        ),
+        swap=swap,
+        baskets=load_baskets(chain.baskets_file),
+        signer=load_keypair(chain.relayer_keypair_file),
+        contract_owner=Pubkey.from_string(chain.contract_owner),
+        purchases=PurchaseStore(clients.store.client, clients.settings.mongo_database),
+    )

@@ -1,0 +1,167 @@
+"""A purchase end to end on the local chain: swap in the request, transfer and records after."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pytest_aiohttp import AiohttpClient
+
+from relayq.api.app import create_app
+from relayq.core.clients import Clients
+from relayq.core.jobs import TaskState
+from relayq.core.relayer.relayer import Relayer
+from relayq.core.settings import Settings
+from tests.conftest import InProcessWorker, wait_until
+from tests.gateway import CLIENT, api_settings, problem
+from tests.integration.conftest import Api
+from tests.relayer.conftest import Devchain, contract_balances
+
+WALLET = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
+
+
+def buyer(key: str | None = None) -> dict[str, str]:
+    return {**CLIENT, "Idempotency-Key": key or uuid.uuid4().hex}
+
+
+async def buy(gateway: Api, sol: Any = 0.5, bundle: str = "starter", key: str | None = None) -> Any:
+    return await gateway.post(
+        "/v1/buy-tokens",
+        json={"wallet": WALLET, "solAmount": sol, "bundleId": bundle},
+        headers=buyer(key),
+    )
+
+
+def workers(clients: Clients) -> list[InProcessWorker]:
+    return [InProcessWorker(clients, p) for p in ("critical", "high", "medium")]
+
+
+async def finished(clients: Clients, task_id: str) -> Any:
+    task = await clients.store.get(task_id)
+    return task if task is not None and task.state.finished else None
+
+
+async def test_purchase_moves_exactly_the_bought_amount_to_the_contract(
+    gateway: Api, clients: Clients, relayer: Relayer
+) -> None:
+    before = await contract_balances(relayer)
+    resp = await buy(gateway, sol=1.5)
+    body = await resp.json()
+    assert resp.status == 202, body
+    assert body["status"] == "queued"
+    assert len(body["swapSignatures"]) == 1
+    bought = {t["mint"]: int(t["amount"]) for t in body["tokens"]}
+    assert len(bought) == 3 and all(v > 0 for v in bought.values())
+
+    ws = workers(clients)
+    for w in ws:
+        await w.__aenter__()
+    try:
+        task = await wait_until(lambda: finished(clients, body["taskId"]), timeout=30)
+        assert task.state is TaskState.COMPLETED, task.last_error
+        purchase = await wait_until(lambda: _recorded(relayer, body["taskId"]), timeout=20)
+    finally:
+        for w in ws:
+            await w.stop()
+
+    after = await contract_balances(relayer)
+    assert {m: after[m] - before[m] for m in bought} == bought
+    assert len(purchase.transfer["signatures"]) == 1
+    holding = await relayer.purchases.holding(WALLET)
+    assert all(holding[m] >= amount for m, amount in bought.items())
+
+    view = await (await gateway.get(f"/v1/tasks/{body['taskId']}", headers=CLIENT)).json()
+    p = view["purchase"]
+    assert p["swap"]["state"] == "landed"
+    assert [s["signature"] for s in p["swap"]["signatures"]] == body["swapSignatures"]
+    assert p["swap"]["signatures"][0]["chainState"] in ("confirmed", "finalized")
+    assert p["transfer"]["state"] == "confirmed"
+    assert p["transfer"]["chainState"] in ("confirmed", "finalized")
+    assert p["recorded"] is True
+
+
+async def _recorded(relayer: Relayer, task_id: str) -> Any:
+    purchase = await relayer.purchases.get(task_id)
+    return purchase if purchase is not None and purchase.recorded else None
+
+
+async def test_replayed_idempotency_key_returns_the_same_task_without_a_second_swap(
+    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain
+) -> None:
+    key = uuid.uuid4().hex
+    first = await buy(gateway, key=key)
+    landed_before = (await chain.state())["bundlesLanded"]
+    second = await buy(gateway, key=key)
+    assert first.status == 202 and second.status == 202
+    a, b = await first.json(), await second.json()
+    assert a["taskId"] == b["taskId"] and a["swapSignatures"] == b["swapSignatures"]
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert (await chain.state())["bundlesLanded"] == landed_before
+    conflict = await buy(gateway, sol=0.75, key=key)
+    await problem(conflict, 409, "idempotency-conflict", field="Idempotency-Key")
+
+
+async def test_bundles_lists_what_can_be_bought(gateway: Api, relayer: Relayer) -> None:
+    resp = await gateway.get("/v1/bundles", headers=CLIENT)
+    assert resp.status == 200
+    bundles = {b["id"]: b for b in (await resp.json())["bundles"]}
+    starter = bundles["starter"]
+    assert starter["priceSource"] == "treasury"
+    assert [t["symbol"] for t in starter["tokens"]] == ["RLQA", "RLQB", "RLQC"]
+    assert abs(sum(t["weight"] for t in starter["tokens"]) - 1) < 1e-9
+    assert starter["limits"] == {"minSol": 0.001, "maxSol": 100.0}
+
+
+async def test_bad_purchases_get_clear_errors_and_write_nothing(
+    gateway: Api, clients: Clients
+) -> None:
+    cases: list[tuple[dict[str, Any], int, str, str]] = [
+        ({"wallet": "not-base58!", "solAmount": 1, "bundleId": "starter"}, 422,
+         "invalid-payload", "wallet"),
+        ({"wallet": WALLET, "solAmount": 0, "bundleId": "starter"}, 422, "invalid-payload",
+         "solAmount"),
+        ({"wallet": WALLET, "solAmount": -1, "bundleId": "starter"}, 422, "invalid-payload",
+         "solAmount"),
+        ({"wallet": WALLET, "solAmount": "0.0000000001", "bundleId": "starter"}, 422,
+         "invalid-payload", "solAmount"),
+        ({"wallet": WALLET, "solAmount": True, "bundleId": "starter"}, 422, "invalid-payload",
+         "solAmount"),
+        ({"wallet": WALLET, "solAmount": 101, "bundleId": "starter"}, 422, "invalid-payload",
+         "solAmount"),
+        ({"wallet": WALLET, "solAmount": 1, "bundleId": "nope"}, 422, "unknown-bundle",
+         "bundleId"),
+        ({"wallet": WALLET, "bundleId": "starter"}, 422, "invalid-payload", "solAmount"),
+        ({"wallet": WALLET, "solAmount": 1, "bundleId": "starter", "x": 1}, 422,
+         "invalid-body", "x"),
+    ]  # fmt: skip
+    for body, status, code, field in cases:
+        resp = await gateway.post("/v1/buy-tokens", json=body, headers=buyer())
+        await problem(resp, status, code, field=field)
+    missing_key = await gateway.post(
+        "/v1/buy-tokens", json={"wallet": WALLET, "solAmount": 1, "bundleId": "starter"},
+        headers=CLIENT,
+    )  # fmt: skip
+    await problem(missing_key, 428, "idempotency-key-required", field="Idempotency-Key")
+    assert await clients.store.count(state=TaskState.PENDING) == 0
+    assert await clients.store.count(state=TaskState.QUEUED) == 0
+
+
+async def test_relayer_steps_cannot_be_submitted_by_clients(gateway: Api) -> None:
+    for job_type in ("token_transfer", "swap_settle", "db_update"):
+        resp = await gateway.post(
+            "/v1/jobs", json={"type": job_type, "payload": {"purchaseId": "0" * 32}},
+            headers=CLIENT,
+        )  # fmt: skip
+        await problem(resp, 422, "internal-job-type", field="type")
+
+
+async def test_purchase_routes_answer_503_without_a_relayer(
+    aiohttp_client: AiohttpClient, settings: Settings, clients: Clients
+) -> None:
+    api = await aiohttp_client(create_app(settings, api_settings()))
+    resp = await api.post(
+        "/v1/buy-tokens", json={"wallet": WALLET, "solAmount": 1, "bundleId": "starter"},
+        headers=buyer(),
+    )  # fmt: skip
+    await problem(resp, 503, "relayer-unavailable")
+    await problem(await api.get("/v1/bundles", headers=CLIENT), 503, "relayer-unavailable")
