@@ -204,7 +204,7 @@ async def test_a_worker_exports_prometheus_metrics_on_its_port(
 
     text = await asyncio.to_thread(scrape)
     assert 'relayq_jobs_total{outcome="completed",priority="medium",type="noop"} 1.0' in text
-    assert 'relayq_queue_wait_seconds_count{priority="medium"} 1.0' in text
+    assert 'relayq_queue_wait_seconds_count{priority="medium",type="noop"} 1.0' in text
     assert 'relayq_sla_starts_total{met="true",priority="medium"} 1.0' in text
     assert 'relayq_jobs_in_flight{priority="medium"} 0.0' in text
     assert "relayq_job_run_seconds_bucket" in text

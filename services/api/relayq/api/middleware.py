@@ -23,6 +23,8 @@ access_log = logging.getLogger("relayq.api.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# Probes and scrapes every few seconds would drown the traces that matter.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 HTTP_CODES = {
     404: "not-found",
     405: "method-not-allowed",
@@ -45,7 +47,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     given = request.headers.get("X-Request-Id", "")
     rid = given if VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     request[REQUEST_ID] = rid
-    with server_span(request.method, request.headers.get("traceparent")) as span:
+    traced = request.path not in UNTRACED_PATHS
+    with server_span(request.method, request.headers.get("traceparent"), traced=traced) as span:
         started = time.perf_counter()
         response: web.StreamResponse
         try:

@@ -106,7 +106,8 @@ async def buy_tokens(request: web.Request) -> web.Response:
     relayer = _relayer(request)
     req = _buy_request(request, await json_object(request))
     try:
-        result = await buy(relayer, req)
+        async with relayer.gate:
+            result = await buy(relayer, req)
     except UnknownBasket:
         raise Problem(422, "unknown-bundle", f"no bundle {req.basket_id!r}; see GET /v1/bundles",
                       field="bundleId") from None  # fmt: skip

@@ -39,6 +39,7 @@ from relayq.core.telemetry import (
     SLA_SECONDS,
     SLA_STARTS,
     UNKNOWN_TYPE_LABEL,
+    init_job_metrics,
     log_event,
 )
 from relayq.core.tracing import job_span
@@ -89,6 +90,7 @@ class TaskExecutor:
         for priority, cls in settings.classes.items():
             if cls.sla_seconds is not None:  # dashboards draw the target next to the waits
                 SLA_SECONDS.labels(priority=priority.value).set(cls.sla_seconds)
+        init_job_metrics(registry.names())
 
     async def execute(self, delivery: Delivery, consumer: str) -> Outcome:
         msg = delivery.message

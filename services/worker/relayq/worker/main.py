@@ -14,6 +14,7 @@ from relayq.core.clients import open_clients
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings, SettingsError
 from relayq.core.telemetry import configure_logging, log_event
+from relayq.core.tracing import configure_tracing, shutdown_tracing
 from relayq.worker.executor import TaskExecutor
 from relayq.worker.runner import Worker, WorkerConfig
 
@@ -75,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         parser.exit(2, f"relayq worker: {exc}\n")
     configure_logging(settings.log_level)
+    configure_tracing("relayq-worker")  # a no-op unless an OTLP endpoint is set
     asyncio.run(
         serve(settings, args.priority, concurrency=args.concurrency, metrics_port=args.metrics_port)
     )
+    shutdown_tracing()  # export the spans still buffered
