@@ -1,0 +1,7 @@
+"""`python -m relayq.devchain`: the same as `relayq devchain`."""
+
+from __future__ import annotations
+
+from relayq.devchain.server import main
+
+main()
