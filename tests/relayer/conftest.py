@@ -1,7 +1,7 @@
 """Fixtures for the relayer: a local chain (relayq devchain on LiteSVM), the relayer, the gateway.
 
-The chain runs once per session with fast slots (100 ms, blockhashes valid for
-40 slots) and fault injection on; tests measure balances as differences, since
+The chain runs once per session with fast slots (200 ms, blockhashes valid for
+150 slots, 30 s) and fault injection on; tests measure balances as differences, since
 purchases of earlier tests stay on it.
 """
 
@@ -30,8 +30,8 @@ from relayq.core.settings import Settings
 from tests.gateway import api_settings
 from tests.integration.conftest import Api
 
-SLOT_MS = 100
-VALIDITY_SLOTS = 40
+SLOT_MS = 200
+VALIDITY_SLOTS = 150
 
 
 @dataclass
@@ -114,7 +114,9 @@ async def relayer(clients: Clients, chain_settings: ChainSettings) -> AsyncItera
 @pytest.fixture
 async def gateway(aiohttp_client: AiohttpClient, settings: Settings, relayer: Relayer) -> Api:
     """The gateway with the relayer configured, on the test's Redis and MongoDB."""
-    return await aiohttp_client(create_app(settings, api_settings(), relayer.chain))
+    # A longer MongoDB bound than the other gateway tests: many purchases share FerretDB.
+    app = create_app(settings, api_settings(mongo_timeout_seconds=15.0), relayer.chain)
+    return await aiohttp_client(app)
 
 
 def contract_account(relayer: Relayer, mint: str) -> Pubkey:

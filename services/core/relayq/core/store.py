@@ -26,7 +26,7 @@ from relayq.core.priorities import Priority
 MAX_PAGE = 500
 # The server refused the document's contents (e.g. FerretDB's nested arrays).
 BAD_VALUE = 2
-TRANSIENT_RETRIES = 6
+TRANSIENT_RETRIES = 10
 # Errors a write can meet under contention and that leave nothing applied:
 # SQLite's lock timeouts (FerretDB's backend) and MongoDB's transient labels.
 TRANSIENT_MARKERS = ("database is locked", "SQLITE_BUSY", "WriteConflict")

@@ -49,6 +49,8 @@ class ChainSettings:
             checking again later (`RELAYQ_CONFIRM_WAIT_SECONDS`).
         request_timeout_seconds: timeout of one RPC or block-engine call
             (`RELAYQ_CHAIN_TIMEOUT_SECONDS`).
+        purchase_concurrency: purchases one gateway process swaps at once; more wait
+            their turn (`RELAYQ_PURCHASE_CONCURRENCY`).
     """
 
     rpc_url: str = "http://127.0.0.1:8899"
@@ -65,6 +67,7 @@ class ChainSettings:
     swap_wait_seconds: float = 10.0
     confirm_wait_seconds: float = 15.0
     request_timeout_seconds: float = 5.0
+    purchase_concurrency: int = 32
 
     @property
     def configured(self) -> bool:
@@ -102,6 +105,9 @@ class ChainSettings:
             ),
             request_timeout_seconds=_number(
                 env, "RELAYQ_CHAIN_TIMEOUT_SECONDS", d.request_timeout_seconds, 0.1
+            ),
+            purchase_concurrency=int(
+                _number(env, "RELAYQ_PURCHASE_CONCURRENCY", d.purchase_concurrency, 1)
             ),
         )
         if settings.slippage_bps > 10_000:

@@ -18,7 +18,7 @@ import base64
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from solders.hash import Hash
 from solders.instruction import Instruction
@@ -166,7 +166,9 @@ async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
     task = submitted.task
     t0 = time.monotonic()
     try:
-        await relayer.purchases.swap_sent(task_id, await relayer.jito.send_bundle(txs))
+        bundle_id = await relayer.jito.send_bundle(txs)
+        await relayer.purchases.swap_sent(task_id, bundle_id)
+        purchase = replace(purchase, swap={**purchase.swap, "bundleId": bundle_id})
         check = await _wait_for_swap(relayer, purchase, relayer.chain.swap_wait_seconds)
     except ChainRejected as exc:
         # The block engine refused the bundle itself: it was never accepted, so it

@@ -154,7 +154,7 @@ class PurchaseStore:
 
     async def delete_unsent(self, purchase_id: str) -> None:
         """Drop a purchase whose swap was never sent (it lost an idempotency race)."""
-        await self.purchases.delete_one({"_id": purchase_id})
+        await with_transient_retry(lambda: self.purchases.delete_one({"_id": purchase_id}))
 
     async def settle_swap(
         self, purchase_id: str, state: SwapState, **fields: Any
@@ -172,8 +172,10 @@ class PurchaseStore:
         return _purchase(doc) if doc is not None else None
 
     async def swap_sent(self, purchase_id: str, bundle_id: str) -> None:
-        await self.purchases.update_one(
-            {"_id": purchase_id}, {"$set": {"swap.bundleId": bundle_id}}
+        await with_transient_retry(
+            lambda: self.purchases.update_one(
+                {"_id": purchase_id}, {"$set": {"swap.bundleId": bundle_id}}
+            )
         )
 
     async def put_transfer(
@@ -218,12 +220,13 @@ class PurchaseStore:
         # The holdings update names the purchase, so a rerun after a crash between
         # the two writes adds the amounts exactly once.
         inc = {f"tokens.{leg.mint}": leg.amount for leg in purchase.legs}
-        existing = await self.holdings.find_one({"_id": purchase.wallet}, {"applied": 1})
+        existing = await with_transient_retry(
+            lambda: self.holdings.find_one({"_id": purchase.wallet}, {"applied": 1})
+        )
         if existing is None:
+            blank = {"_id": purchase.wallet, "tokens": {}, "applied": [], "lamports": 0}
             with contextlib.suppress(DuplicateKeyError):
-                await self.holdings.insert_one(
-                    {"_id": purchase.wallet, "tokens": {}, "applied": [], "lamports": 0}
-                )
+                await with_transient_retry(lambda: self.holdings.insert_one(blank))
         await with_transient_retry(
             lambda: self.holdings.update_one(
                 {"_id": purchase.wallet, "applied": {"$ne": purchase.id}},
@@ -234,7 +237,9 @@ class PurchaseStore:
                 },
             )
         )
-        await self.purchases.update_one({"_id": purchase.id}, {"$set": {"recorded": True}})
+        await with_transient_retry(
+            lambda: self.purchases.update_one({"_id": purchase.id}, {"$set": {"recorded": True}})
+        )
         return fresh
 
     async def holding(self, wallet: str) -> dict[str, int]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from solders.address_lookup_table_account import AddressLookupTableAccount
 from solders.hash import Hash
@@ -38,6 +39,8 @@ class Relayer:
     signer: Keypair
     contract_owner: Pubkey
     purchases: PurchaseStore
+    # Bounds the purchases in flight: each holds RPC, block-engine and store capacity.
+    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
     async def close(self) -> None:
         await self.swap.close()
@@ -87,4 +90,5 @@ def open_relayer(chain: ChainSettings, clients: Clients) -> Relayer:
         signer=load_keypair(chain.relayer_keypair_file),
         contract_owner=Pubkey.from_string(chain.contract_owner),
         purchases=PurchaseStore(clients.store.client, clients.settings.mongo_database),
+        gate=asyncio.Semaphore(chain.purchase_concurrency),
     )
