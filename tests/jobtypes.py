@@ -11,6 +11,8 @@ import os
 import time
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from relayq.core.jobs import JobContext, JobType, RateLimit
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
@@ -47,6 +49,31 @@ async def record(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"attempt": ctx.attempt}
 
 
+async def effect(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Applies one effect per task however often it runs: the chaos suite's probe.
+
+    Every run first inserts an `executions` document (raw runs, across
+    processes); payload.failTimes attempts then fail on purpose. The effect is
+    inserting `applied` with `_id` = the task id: the unique `_id` lets it
+    succeed once per task ("set if absent"), so a rerun after a crash finds it
+    applied and changes nothing. The records live in MongoDB, not Redis, so a
+    Redis failover cannot lose them.
+    """
+    db = _collection().database
+    await db["executions"].insert_one(
+        {"task_id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "at": time.time()}
+    )
+    if ctx.attempt <= int(payload.get("failTimes", 0)):
+        raise RuntimeError(f"planned failure {ctx.attempt}")
+    try:
+        await db["applied"].insert_one(
+            {"_id": ctx.task_id, "attempt": ctx.attempt, "pid": os.getpid(), "at": time.time()}
+        )
+    except DuplicateKeyError:
+        return {"applied": False}
+    return {"applied": True}
+
+
 async def crash(payload: dict[str, Any], ctx: JobContext) -> None:
     """Kills its worker process outright: a poison job."""
     os._exit(17)
@@ -62,4 +89,13 @@ JOB_TYPES = [
         rate_limit=RateLimit(limit=5, period_seconds=1.0),
     ),
     JobType("crash", crash, Priority.LOW, timeout_seconds=30),
+    # Enough attempts and a short backoff to outlast the chaos suite's outages.
+    JobType(
+        "effect",
+        effect,
+        Priority.HIGH,
+        timeout_seconds=30,
+        max_attempts=20,
+        backoff_base_seconds=0.2,
+    ),
 ]

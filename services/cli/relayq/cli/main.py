@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("api", help="serve the HTTP gateway")
     sub.add_parser("localstack", help="run the whole system on local servers (make run)")
+    sub.add_parser("devchain", help="run the local Solana chain (LiteSVM) with the Jito API")
+    from relayq.recovery.main import add_arguments as recovery_arguments
+
+    recovery_arguments(sub.add_parser("recovery", help="re-dispatch lost jobs, apply retention"))
 
     enqueue = sub.add_parser("enqueue", help="submit a job")
     enqueue.add_argument("--type", required=True)
@@ -159,6 +163,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         from relayq.cli.localstack import main as localstack_main
 
         localstack_main(argv[1:])
+        return
+    if argv and argv[0] == "devchain":
+        from relayq.devchain.server import main as devchain_main
+
+        devchain_main(argv[1:])
+        return
+    if argv and argv[0] == "recovery":
+        from relayq.recovery.main import main as recovery_main
+
+        recovery_main(argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:

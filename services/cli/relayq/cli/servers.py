@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,3 +135,68 @@ def ferretdb_server(workdir: Path, port: int | None = None) -> LocalServer:
         "--log-level", os.environ.get("RELAYQ_FERRETDB_LOG_LEVEL", "warn"),
     ]  # fmt: skip
     return LocalServer("ferretdb", port, workdir, argv)
+
+
+def devchain_server(state_dir: Path, port: int | None = None, **opts: object) -> LocalServer:
+    """`python -m relayq.devchain` (LiteSVM behind the Solana RPC and Jito APIs).
+
+    Options map to its flags: slot_ms=50 -> --slot-ms 50, faults=True -> --faults;
+    it writes <state_dir>/chain.json before it listens.
+    """
+    port = port or free_port()
+    argv = [sys.executable, "-m", "relayq.devchain", "--port", str(port),
+            "--state-dir", str(state_dir)]  # fmt: skip
+    for name, value in opts.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not False and value is not None:
+            argv += [flag, str(value)]
+    return LocalServer("devchain", port, state_dir, argv)
+
+
+def replica_server(
+    workdir: Path, master_port: int, port: int | None = None, password: str | None = None
+) -> LocalServer:
+    """A redis-server replicating the one on `master_port` (Sentinel may promote it)."""
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
+    server = redis_server(workdir, port, "--replicaof", "127.0.0.1", str(master_port), *auth)
+    server.name = "replica"
+    return server
+
+
+def sentinel_server(
+    workdir: Path,
+    master_port: int,
+    port: int | None = None,
+    *,
+    master_name: str = "mymaster",
+    quorum: int = 2,
+    down_after_ms: int = 1000,
+    failover_timeout_ms: int = 3000,
+    master_password: str | None = None,
+    password: str | None = None,
+) -> LocalServer:
+    """A redis-sentinel watching the master on `master_port`, tuned to fail over in seconds.
+
+    Sentinel rewrites its configuration file, so it lives in `workdir`. A second
+    failover of the same master name waits twice `failover_timeout_ms`.
+    """
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        f'dir "{workdir}"',
+        f"sentinel monitor {master_name} 127.0.0.1 {master_port} {quorum}",
+        f"sentinel down-after-milliseconds {master_name} {down_after_ms}",
+        f"sentinel failover-timeout {master_name} {failover_timeout_ms}",
+        f"sentinel parallel-syncs {master_name} 1",
+    ]
+    if master_password:
+        lines.append(f"sentinel auth-pass {master_name} {master_password}")
+    if password:
+        lines.append(f"requirepass {password}")
+    config = workdir / "sentinel.conf"
+    config.write_text("\n".join(lines) + "\n")
+    return LocalServer("sentinel", port, workdir, [find_binary("redis-sentinel"), str(config)])

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 from redis.asyncio import Redis
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from relayq.core.catalog import load_registry
 from relayq.core.keys import Keys
@@ -19,8 +21,19 @@ from relayq.core.service import JobService
 from relayq.core.settings import Settings
 from relayq.core.store import TaskStore, connect_mongo
 
+# Through Sentinel, a command waits out a failover (the old master's
+# connections drop, Sentinel agrees on a new one: a few seconds) before it
+# fails. redis-py applies the retries twice, to the command and to each
+# reconnection (which asks the Sentinels again), so 5 with jittered backoff
+# capped at 1 s cover a failover and give up within about 10 to 20 s when
+# there is no master at all.
+SENTINEL_RETRIES = 5
+# A dead peer that sends no reset (a lost node) is noticed after this long. The
+# worker's blocking reads last at most a second or two, well under it.
+SENTINEL_SOCKET_TIMEOUT_SECONDS = 10.0
 
-def connect_redis(url: str) -> Redis:
+
+def connect_redis(url: str, password: str | None = None) -> Redis:
     """A client that retries lost connections with backoff instead of failing at once."""
     client: Redis = Redis.from_url(
         url,
@@ -29,8 +42,53 @@ def connect_redis(url: str) -> Redis:
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        password=password,  # a password in the URL takes precedence
     )
     return client
+
+
+def connect_sentinel_master(settings: Settings) -> Redis:
+    """A client of the master the Sentinels name, found again after each failover.
+
+    redis-py's Sentinel pool asks the Sentinels for the master on every new
+    connection; a lost connection or a READONLY reply (the master was demoted)
+    drops the connection, and the retry reconnects to whichever server is
+    master now. Lua scripts are sent by SHA and reloaded on NOSCRIPT.
+    """
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(settings.redis_sentinels),
+        sentinel_kwargs={
+            "password": settings.redis_sentinel_password,
+            "socket_connect_timeout": 2,
+            "socket_timeout": 2,
+            "decode_responses": True,
+        },
+    )
+    client: Redis = sentinel.master_for(
+        settings.redis_sentinel_master,
+        db=redis_database(settings.redis_url),
+        password=settings.redis_password,
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=SENTINEL_SOCKET_TIMEOUT_SECONDS,
+        health_check_interval=15,
+        retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=SENTINEL_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
+    return client
+
+
+def redis_for(settings: Settings) -> Redis:
+    """Redis for dispatch: through Sentinel when sentinels are set, else at the URL."""
+    if settings.redis_sentinels:
+        return connect_sentinel_master(settings)
+    return connect_redis(settings.redis_url, settings.redis_password)
+
+
+def redis_database(url: str) -> int:
+    """The database number in a redis:// URL (its path), 0 when absent."""
+    path = urlparse(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
 
 
 @dataclass
@@ -48,7 +106,7 @@ class Clients:
 async def open_clients(
     settings: Settings, *, ensure_indexes: bool = True, mongo_timeout_seconds: float = 5.0
 ) -> AsyncIterator[Clients]:
-    redis = connect_redis(settings.redis_url)
+    redis = redis_for(settings)
     mongo = connect_mongo(settings.mongo_url, mongo_timeout_seconds)
     try:
         queue = Queue(redis, Keys(settings.key_prefix))

@@ -51,3 +51,12 @@ class Keys:
 
     def lock(self, name: str) -> str:
         return f"{self.prefix}:lock:{{{name}}}"
+
+    def fence(self, name: str) -> str:
+        """The fencing counter of lock `name`; same slot as the lock, so one script sets both."""
+        return f"{self.prefix}:lock:{{{name}}}:fence"
+
+    @property
+    def recovery_report(self) -> str:
+        """Hash of what recovery runs did, read by the API's /metrics."""
+        return f"{self.prefix}:recovery:last"

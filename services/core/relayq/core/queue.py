@@ -257,6 +257,23 @@ class Queue:
             oldest_waiting_age_seconds=age,
         )
 
+    async def oldest_waiting_age(self, priority: Priority) -> float:
+        """Seconds the oldest job that could start now has waited, 0 when none.
+
+        The first undelivered stream entry waits since its id (ms); a due delayed
+        job waits since its due time, although no worker has promoted it yet.
+        """
+        stats = await self.stats(priority)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(self.keys.of(priority).delayed, 0, 0, withscores=True)
+            pipe.time()
+            first, (seconds, micros) = await pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        due_age = 0.0
+        if first and int(first[0][1]) <= now_ms:
+            due_age = (now_ms - int(first[0][1])) / 1000
+        return max(stats.oldest_waiting_age_seconds, due_age)
+
     async def backlog(self, priority: Priority) -> int:
         """Undelivered + in flight + due delayed: the number the operator scales on."""
         return (await self.stats(priority)).backlog
@@ -289,5 +306,6 @@ def _delivery(priority: Priority, entry_id: Any, fields: Any, deliveries: int) -
         priority=priority,
         entry_id=_text(entry_id),
         message=Message(task_id=data["t"], type=data["y"]),
-        deliveries=deliveries,
+        # "d": deliveries of earlier entries of this job (a stalled claim re-added by recovery).
+        deliveries=deliveries + int(data.get("d", 0)),
     )

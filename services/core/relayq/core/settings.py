@@ -23,7 +23,13 @@ class Settings:
     """Configuration shared by every relayq process.
 
     Attributes:
-        redis_url: Redis used for dispatch (`RELAYQ_REDIS_URL`).
+        redis_url: Redis used for dispatch (`RELAYQ_REDIS_URL`); with sentinels, only
+            its database number applies.
+        redis_sentinels: Sentinel addresses; when given, the master is found
+            through them (`RELAYQ_REDIS_SENTINELS`, `host:port,host:port`).
+        redis_sentinel_master: the master's name in Sentinel (`RELAYQ_REDIS_SENTINEL_MASTER`).
+        redis_password: password of the Redis servers (`RELAYQ_REDIS_PASSWORD`).
+        redis_sentinel_password: password of the Sentinels (`RELAYQ_REDIS_SENTINEL_PASSWORD`).
         key_prefix: first part of every Redis key (`RELAYQ_KEY_PREFIX`).
         mongo_url: MongoDB holding task records (`RELAYQ_MONGO_URL`).
         mongo_database: database name (`RELAYQ_MONGO_DATABASE`).
@@ -38,6 +44,10 @@ class Settings:
     """
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_password: str | None = field(default=None, repr=False)
+    redis_sentinel_password: str | None = field(default=None, repr=False)
     key_prefix: str = "relayq"
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_database: str = "relayq"
@@ -61,6 +71,12 @@ class Settings:
         classes = {p: _class_from_env(env, c) for p, c in defaults.classes.items()}
         settings = cls(
             redis_url=env.get("RELAYQ_REDIS_URL", defaults.redis_url),
+            redis_sentinels=_sentinels(env.get("RELAYQ_REDIS_SENTINELS", "")),
+            redis_sentinel_master=env.get(
+                "RELAYQ_REDIS_SENTINEL_MASTER", defaults.redis_sentinel_master
+            ).strip(),
+            redis_password=env.get("RELAYQ_REDIS_PASSWORD") or None,
+            redis_sentinel_password=env.get("RELAYQ_REDIS_SENTINEL_PASSWORD") or None,
             key_prefix=env.get("RELAYQ_KEY_PREFIX", defaults.key_prefix),
             mongo_url=env.get("RELAYQ_MONGO_URL", defaults.mongo_url),
             mongo_database=env.get("RELAYQ_MONGO_DATABASE", defaults.mongo_database),
@@ -77,6 +93,8 @@ class Settings:
         )
         if not settings.key_prefix or "{" in settings.key_prefix or "}" in settings.key_prefix:
             raise SettingsError("RELAYQ_KEY_PREFIX must be non-empty and hold no braces")
+        if not settings.redis_sentinel_master:
+            raise SettingsError("RELAYQ_REDIS_SENTINEL_MASTER must not be empty")
         if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("RELAYQ_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return settings
@@ -95,6 +113,22 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     if value < minimum:
         raise SettingsError(f"{name}={raw!r} is below its minimum {minimum:g}")
     return value
+
+
+def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (IPv6 hosts in brackets) as (host, port) pairs."""
+    out = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise SettingsError(
+                f"RELAYQ_REDIS_SENTINELS: {item!r} is not host:port with a port of 1 to 65535"
+            )
+        out.append((host, int(port)))
+    return tuple(out)
 
 
 def _class_from_env(env: Mapping[str, str], base: PriorityClass) -> PriorityClass:

@@ -1,1 +1,1 @@
-"""relayq.recovery (filled in by its own issue)."""
+"""relayq.recovery: the recovery job (a Kubernetes CronJob, `relayq recovery`)."""

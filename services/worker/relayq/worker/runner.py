@@ -15,11 +15,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Queue
-from relayq.core.telemetry import BACKLOG, IN_FLIGHT, RECLAIMED, log_event
+from relayq.core.telemetry import (
+    IN_FLIGHT,
+    RECLAIMED,
+    init_worker_metrics,
+    log_event,
+    refresh_queue_gauges,
+)
 from relayq.worker.executor import Ack, Executor, RetryIn
 
 log = logging.getLogger("relayq.worker")
@@ -28,6 +35,14 @@ PAUSED_POLL_SECONDS = 0.5
 IDLE_BLOCK_SECONDS = 1.0
 ERROR_BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 BACKLOG_PERIOD_SECONDS = 5.0
+
+# Failed Redis calls of the fetch loop; each is logged and retried with backoff
+# (a Sentinel failover shows here as a short burst, then none).
+REDIS_ERRORS = Counter(
+    "relayq_worker_redis_errors_total",
+    "Redis calls of the worker's fetch loop that failed and were retried after a backoff.",
+    ["priority", "operation"],
+)
 
 # Told about deliveries removed as poison, to dead-letter their tasks.
 PoisonHandler = Callable[[Delivery], Awaitable[None]]
@@ -89,6 +104,7 @@ class Worker:
         self._acks: list[str] = []
         self._ack_wanted = asyncio.Event()
         self._gauge = IN_FLIGHT.labels(priority=config.priority.value)
+        init_worker_metrics(config.priority, config.concurrency)
 
     @property
     def in_flight(self) -> int:
@@ -100,8 +116,7 @@ class Worker:
 
     async def run(self) -> None:
         cfg = self.config
-        await self.queue.ensure_group(cfg.priority)
-        await self._reclaim()  # what a crashed predecessor held
+        await self._start_up()
         log_event(
             log,
             logging.INFO,
@@ -135,6 +150,18 @@ class Worker:
                 **{k: v for k, v in vars(self.counters).items() if v},
             )
 
+    async def _start_up(self) -> None:
+        """Create the group, take over what a crashed predecessor held; wait out Redis outages."""
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self.queue.ensure_group(self.config.priority)
+                await self._reclaim()
+                return
+            except (RedisError, OSError) as exc:
+                failures += 1
+                await self._note_error("start", exc, failures)
+
     # -- claiming -----------------------------------------------------------
 
     async def _fetch_loop(self) -> None:
@@ -148,11 +175,16 @@ class Worker:
                 continue
             try:
                 claim = await self.queue.claim(cfg.priority, cfg.consumer, free)
-                failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
-                await self._note_error("claim failed", exc, failures)
+                await self._note_error("claim", exc, failures)
                 continue
+            if failures:
+                log_event(
+                    log, logging.INFO, "redis reachable again",
+                    priority=cfg.priority.value, failed_calls=failures,
+                )  # fmt: skip
+                failures = 0
             if claim.paused:
                 await self._until(self._stopping.wait(), PAUSED_POLL_SECONDS)
                 continue
@@ -169,8 +201,10 @@ class Worker:
                     self.queue.wait_for_work(cfg.priority, claim, timeout), timeout + 1
                 )
             except (RedisError, OSError) as exc:
+                # A blocking read cut by a failover: back off, then claim again,
+                # which reconnects to whichever server is master now.
                 failures += 1
-                await self._note_error("wait failed", exc, failures)
+                await self._note_error("wait", exc, failures)
 
     async def _until(self, awaitable: Awaitable[object], timeout: float | None) -> None:
         """Await `awaitable` until it finishes, the timeout passes, or stop is asked."""
@@ -189,10 +223,14 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(waiter, stopper, return_exceptions=True)
 
-    async def _note_error(self, what: str, exc: BaseException, failures: int) -> None:
+    async def _note_error(self, operation: str, exc: BaseException, failures: int) -> None:
         self.counters.errors += 1
-        self.counters.last_error = f"{what}: {exc}"
-        log_event(log, logging.WARNING, what, priority=self.config.priority.value, error=str(exc))
+        self.counters.last_error = f"{operation} failed: {exc}"
+        REDIS_ERRORS.labels(priority=self.config.priority.value, operation=operation).inc()
+        log_event(
+            log, logging.WARNING, f"{operation} failed", priority=self.config.priority.value,
+            error=f"{type(exc).__name__}: {exc}", consecutive_failures=failures,
+        )  # fmt: skip
         pause = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS)) - 1]
         await self._until(self._stopping.wait(), pause)
 
@@ -336,8 +374,8 @@ class Worker:
                 self._start(delivery)
 
     async def _backlog_loop(self) -> None:
-        gauge = BACKLOG.labels(priority=self.config.priority.value)
+        # Backlog, oldest waiting and oldest in-flight ages of this priority.
         while True:
             with contextlib.suppress(RedisError, OSError):
-                gauge.set(await self.queue.backlog(self.config.priority))
+                await refresh_queue_gauges(self.queue, [self.config.priority])
             await asyncio.sleep(BACKLOG_PERIOD_SECONDS)

@@ -3,8 +3,10 @@
 -- Input:  KEYS[1] stream
 --         ARGV[1] group, ARGV[2] consumer, ARGV[3] min idle (ms),
 --         ARGV[4] max entries to take, ARGV[5] max deliveries
--- Output: {reclaimed, poison}; each a list of {id, {field, value, ...}, deliveries}
+-- Output: {reclaimed, poison}; each a list of {id, {field, value, ...}, deliveries of this entry}
 --         poison entries are acknowledged and deleted here
+--         An entry's field "d" counts deliveries of earlier entries of the same
+--         job (recovery re-adds stalled claims as new entries); it adds to the count.
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local min_idle, limit, max_deliveries = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
@@ -18,6 +20,13 @@ for _, g in ipairs(ok) do
 end
 if not has_group then return {{}, {}} end
 
+local function earlier(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then return tonumber(fields[i + 1]) or 0 end
+  end
+  return 0
+end
+
 local reclaimed, poison = {}, {}
 local cursor = '0-0'
 repeat
@@ -28,7 +37,8 @@ repeat
     local p = redis.call('XPENDING', stream, group, id, id, 1)
     local deliveries = 1
     if #p > 0 then deliveries = tonumber(p[1][4]) end
-    if deliveries > max_deliveries then
+    -- Poison by the job's total; the output keeps this entry's own count.
+    if deliveries + earlier(entry[2]) > max_deliveries then
       redis.call('XACK', stream, group, id)
       redis.call('XDEL', stream, id)
       poison[#poison + 1] = {id, entry[2], deliveries}

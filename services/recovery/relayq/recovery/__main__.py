@@ -1,0 +1,3 @@
+from relayq.recovery.main import main
+
+main()

@@ -1,0 +1,66 @@
+"""Settings of the recovery job, from environment variables (README, "Recovery")."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from relayq.core.settings import SettingsError
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """How a recovery run behaves.
+
+    Attributes:
+        grace_seconds: only records unchanged this long are considered, so a
+            submission or a worker in the middle of its two writes (MongoDB,
+            then Redis) is never mistaken for a lost one
+            (`RELAYQ_RECOVERY_GRACE_SECONDS`).
+        retention_seconds: completed and failed tasks older than this are
+            deleted; 0 keeps them forever (`RELAYQ_RETENTION_SECONDS`).
+        lock_seconds: time to live of the run lock, renewed between steps
+            (`RELAYQ_RECOVERY_LOCK_SECONDS`).
+        max_tasks: lost tasks dispatched again per run; the rest wait for the
+            next run (`RELAYQ_RECOVERY_MAX_TASKS`).
+        max_deletes: tasks deleted per run when the server has no TTL index
+            (`RELAYQ_RETENTION_MAX_DELETES`).
+        mongo_timeout_seconds: how long to wait for MongoDB before the run fails
+            (`RELAYQ_RECOVERY_MONGO_TIMEOUT_SECONDS`).
+    """
+
+    grace_seconds: float = 30.0
+    retention_seconds: float = 7 * 24 * 3600.0
+    lock_seconds: float = 120.0
+    max_tasks: int = 10_000
+    max_deletes: int = 10_000
+    mongo_timeout_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RecoverySettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            grace_seconds=_number(env, "RELAYQ_RECOVERY_GRACE_SECONDS", cls.grace_seconds, 0),
+            retention_seconds=_number(env, "RELAYQ_RETENTION_SECONDS", cls.retention_seconds, 0),
+            lock_seconds=_number(env, "RELAYQ_RECOVERY_LOCK_SECONDS", cls.lock_seconds, 1),
+            max_tasks=int(_number(env, "RELAYQ_RECOVERY_MAX_TASKS", cls.max_tasks, 1)),
+            max_deletes=int(_number(env, "RELAYQ_RETENTION_MAX_DELETES", cls.max_deletes, 1)),
+            mongo_timeout_seconds=_number(
+                env, "RELAYQ_RECOVERY_MONGO_TIMEOUT_SECONDS", cls.mongo_timeout_seconds, 0.1
+            ),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value) or value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be a finite number of at least {minimum:g}")
+    return value

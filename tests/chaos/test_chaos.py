@@ -1,0 +1,155 @@
+"""Chaos: jobs keep their promises while workers, Redis masters and FerretDB die under them.
+
+Through the API, a few thousand jobs go in while workers are SIGKILLed every
+few seconds (and replaced), Sentinel is made to fail over, the master is
+SIGKILLed, and FerretDB restarts. Afterwards, with the recovery job run, every
+accepted task must be completed (or failed, where its type fails on purpose),
+and every effect applied exactly once. `RELAYQ_CHAOS_SECONDS` sets how long
+jobs are submitted and faults injected (default 30) and `RELAYQ_CHAOS_RATE` the jobs
+per second (default 8); `make soak DURATION=600 RATE=2` runs it longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from pymongo import AsyncMongoClient
+
+from relayq.core.settings import Settings
+from tests.chaos.stack import API_KEY, ChaosStack
+from tests.chaos.workload import ApiClient, GenericWorkload, Workload
+
+CHAOS_SECONDS = float(os.environ.get("RELAYQ_CHAOS_SECONDS", "30"))
+# FerretDB scans the whole collection for each guarded update, about 1 to 2 jobs
+# a second on two loaded cores: the default offers it 240 jobs.
+RATE = float(os.environ.get("RELAYQ_CHAOS_RATE", "8"))
+WORKER_KILL_EVERY_SECONDS = 3.0
+# One fault cycle: forced failover, FerretDB restart, master killed.
+CYCLE_SECONDS = min(60.0, CHAOS_SECONDS)
+DRAIN_SECONDS = max(240.0, CHAOS_SECONDS * RATE)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(CHAOS_SECONDS + DRAIN_SECONDS + 300))]
+
+
+async def _inject_faults(stack: ChaosStack, seconds: float) -> None:
+    """Worker kills every few seconds; each cycle: a failover, a FerretDB restart, a dead master."""
+    start = time.monotonic()
+    plan = []
+    cycle = 0.0
+    while cycle < seconds:
+        plan += [
+            (cycle + 0.25 * CYCLE_SECONDS, stack.forced_failover),
+            (cycle + 0.50 * CYCLE_SECONDS, stack.restart_ferretdb),
+            (cycle + 0.75 * CYCLE_SECONDS, stack.kill_master),
+        ]
+        cycle += CYCLE_SECONDS
+    plan = [p for p in plan if p[0] < seconds]
+    next_kill = WORKER_KILL_EVERY_SECONDS
+    while (elapsed := time.monotonic() - start) < seconds:
+        if plan and elapsed >= plan[0][0]:
+            _, fault = plan.pop(0)
+            await asyncio.to_thread(fault)
+        elif elapsed >= next_kill:
+            await asyncio.to_thread(stack.kill_random_worker)
+            next_kill += WORKER_KILL_EVERY_SECONDS
+        else:
+            await asyncio.sleep(0.1)
+    for _, fault in plan:  # a fault planned late still happens once
+        await asyncio.to_thread(fault)
+
+
+async def _drain(workloads: list[Workload], db: Any, timeout: float) -> float:
+    t0 = time.monotonic()
+    while True:
+        try:
+            left = sum([await w.pending(db) for w in workloads])
+        except Exception:  # FerretDB may still be coming back
+            left = -1
+        if left == 0:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{left} tasks unfinished {timeout}s after the faults stopped")
+        await asyncio.sleep(1.0)
+
+
+async def test_every_accepted_job_finishes_with_its_effect_applied_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = Settings.from_env({})
+    stack = ChaosStack(tmp_path, base)
+    workloads: list[Workload] = [GenericWorkload(rate=RATE)]
+    figures: dict[str, Any] = {"chaosSeconds": CHAOS_SECONDS, "rate": RATE}
+    try:
+        await asyncio.to_thread(stack.start)
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            stack.settings.mongo_url, serverSelectionTimeoutMS=5000
+        )
+        db = mongo[stack.settings.mongo_database]
+        async with aiohttp.ClientSession() as session:
+            api = ApiClient(session, f"http://127.0.0.1:{stack.api_port}", API_KEY)
+            t0 = time.monotonic()
+            await asyncio.gather(
+                *(w.submit(api, CHAOS_SECONDS) for w in workloads),
+                _inject_faults(stack, CHAOS_SECONDS),
+            )
+            figures["submitSeconds"] = round(time.monotonic() - t0, 1)
+            figures["apiRetriedAnswers"] = api.refused
+            figures["apiConnectionErrors"] = api.connection_errors
+        figures["drainSeconds"] = round(await _drain(workloads, db, DRAIN_SECONDS), 1)
+        await asyncio.to_thread(stack.stop_recovery_loop)
+        final = await asyncio.to_thread(stack.recovery_once)
+        assert final["exitCode"] == 0 and final["outcome"] == "success", final
+        for w in workloads:
+            figures[w.name] = await w.verify(db)
+        await mongo.close()
+        figures.update(_process_figures(stack, final))
+    finally:
+        await asyncio.to_thread(stack.stop)
+        figures["faults"] = {
+            "workersKilled": stack.events.workers_killed,
+            "workersStarted": stack.events.workers_started,
+            "forcedFailovers": stack.events.forced_failovers,
+            "mastersKilled": stack.events.masters_killed,
+            "ferretdbRestarts": stack.events.ferretdb_restarts,
+            "timeline": stack.events.log,
+        }
+        out = tmp_path / "chaos-figures.json"
+        out.write_text(json.dumps(figures, indent=2))
+        with capsys.disabled():
+            print(f"\nchaos figures ({out}):\n{json.dumps(figures, indent=2)}", flush=True)
+    assert stack.events.forced_failovers >= 1 and stack.events.masters_killed >= 1
+    assert stack.events.ferretdb_restarts >= 1 and stack.events.workers_killed >= 3
+
+
+def _process_figures(stack: ChaosStack, final: dict[str, Any]) -> dict[str, Any]:
+    logs = stack.worker_logs()
+    reclaimed = sum(
+        int(line.get("count", 0))
+        for line in logs
+        if line.get("msg") == "reclaimed claims of a dead worker"
+    )
+    summaries = [*stack.recovery_summaries(), final]
+    ok = [s for s in summaries if s.get("outcome") == "success"]
+    return {
+        "reclaimedByWorkers": reclaimed,
+        "workerRedisErrors": sum(
+            1 for line in logs if line.get("msg") in ("claim failed", "wait failed")
+        ),
+        "recovery": {
+            "runs": len(summaries),
+            "succeeded": len(ok),
+            "failed": sum(1 for s in summaries if s.get("outcome") == "failure"),
+            "skipped": sum(1 for s in summaries if s.get("outcome") == "skipped"),
+            "redispatched": sum(int(s.get("redispatchedTotal", 0)) for s in ok),
+            "reclaimed": sum(int(s.get("reclaimed", 0)) for s in ok),
+            "settled": sum(int(s.get("settled", 0)) for s in ok),
+            "finalRun": {k: final.get(k) for k in ("redispatchedTotal", "reclaimed", "settled")},
+        },
+    }
