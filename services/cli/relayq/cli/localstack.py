@@ -1,4 +1,4 @@
-"""`make run`: Redis, FerretDB, the API and one worker per priority, in the foreground.
+"""`make run`: Redis, FerretDB, the API, one worker per priority and recovery, in the foreground.
 
 Ports come from RELAYQ_REDIS_URL, RELAYQ_MONGO_URL and RELAYQ_API_PORT
 (defaults 6379, 27017 and 8080 on 127.0.0.1); data lives under .run/ in the
@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
+from relayq.cli.relayer_env import relayer_env
 from relayq.cli.servers import (
     REPO_ROOT,
     LocalServer,
+    devchain_server,
     ferretdb_server,
     redis_server,
     wait_for_port,
@@ -31,6 +33,7 @@ from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
 
 FIRST_METRICS_PORT = 9101
+RECOVERY_EVERY_SECONDS = 30
 
 
 def _local_port(url: str, default: int) -> int:
@@ -65,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         mongo = ferretdb_server(args.data_dir / "ferretdb", _local_port(settings.mongo_url, 27017))
         servers.append(mongo.start())
         env = dict(os.environ)
+        if "RELAYQ_SOLANA_RPC_URL" not in env:
+            # No cluster named: a local chain, and the relayer pointed at it.
+            port = int(env.get("RELAYQ_DEVCHAIN_PORT") or 8899)
+            chain = devchain_server(args.data_dir / "devchain", port)
+            servers.append(chain.start())
+            for name, value in relayer_env(args.data_dir / "devchain" / "chain.json").items():
+                env.setdefault(name, value)
+            env.setdefault("RELAYQ_JITO_RPS", "40")
         env.setdefault("RELAYQ_API_KEY", secrets.token_urlsafe(24))
         env.setdefault("RELAYQ_ADMIN_TOKEN", secrets.token_urlsafe(24))
         api_port = int(env.get("RELAYQ_API_PORT") or 8080)
@@ -87,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                     env=env,
                 )
             )
+        # The recovery CronJob's stand-in: lost jobs dispatched again, retention.
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "relayq.recovery", "--loop", str(RECOVERY_EVERY_SECONDS)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
         wait_for_port(api_port, children[0], 60)
         print(_banner(settings, args.metrics_base_port, env, api_port), flush=True)
         while not stop.wait(0.5):
@@ -123,6 +142,9 @@ def _banner(settings: Settings, metrics_base_port: int, env: dict[str, str], api
             f"  redis     {settings.redis_url}",
             f"  mongodb   {settings.mongo_url} (FerretDB)",
             f"  workers   one per priority; metrics ports {ports}",
+            f"  chain     {env.get('RELAYQ_SOLANA_RPC_URL', 'none')} (Solana RPC; Jito at"
+            f" {env.get('RELAYQ_JITO_URL', 'none')})",
+            f"  recovery  every {RECOVERY_EVERY_SECONDS}s (summaries in the API's /metrics)",
             f"  api       http://127.0.0.1:{api_port} (docs at /docs)",
             f"  client key   RELAYQ_API_KEY={env['RELAYQ_API_KEY']}",
             f"  admin token  RELAYQ_ADMIN_TOKEN={env['RELAYQ_ADMIN_TOKEN']}",
@@ -130,6 +152,13 @@ def _banner(settings: Settings, metrics_base_port: int, env: dict[str, str], api
             f"  curl -s -X POST http://127.0.0.1:{api_port}/v1/jobs"
             f" -H 'Authorization: Bearer {env['RELAYQ_API_KEY']}'"
             " -H 'Content-Type: application/json' -d '{\"type\": \"noop\"}'",
+            f"  curl -s http://127.0.0.1:{api_port}/v1/bundles"
+            f" -H 'Authorization: Bearer {env['RELAYQ_API_KEY']}'",
+            f"  curl -s -X POST http://127.0.0.1:{api_port}/v1/buy-tokens"
+            f" -H 'Authorization: Bearer {env['RELAYQ_API_KEY']}' -H 'Idempotency-Key: order-1'"
+            " -H 'Content-Type: application/json'"
+            ' -d \'{"wallet": "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin",'
+            ' "solAmount": 0.5, "bundleId": "starter"}\'',
             "  .tools/bin/uv run relayq enqueue --type sleep --payload '{\"seconds\": 2}'",
             "  .tools/bin/uv run relayq queues",
             "  .tools/bin/uv run relayq status TASK_ID",
