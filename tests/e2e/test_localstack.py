@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,7 @@ def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
         RELAYQ_MONGO_URL=f"mongodb://127.0.0.1:{mongo_port}/",
         RELAYQ_MONGO_DATABASE="relayq",
         RELAYQ_API_PORT=str(api_port),
+        RELAYQ_DEVCHAIN_PORT=str(free_port()),
     )
     out = (tmp_path / "localstack.log").open("w+")
     stack = subprocess.Popen(
@@ -81,6 +83,29 @@ def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
         assert state == "completed"
         api_status = json.loads(_cli(env, "status", api_task).stdout)
         assert api_status["state"] in ("queued", "active", "completed")
+        # A purchase on the local chain the stack started: swap, transfer, records.
+        buy = urllib.request.Request(
+            f"http://127.0.0.1:{api_port}/v1/buy-tokens",
+            data=json.dumps({"wallet": "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin",
+                             "solAmount": 0.25, "bundleId": "starter"}).encode(),
+            headers={"Authorization": f"Bearer {key.group(1)}", "Idempotency-Key": "order-1",
+                     "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(buy, timeout=30) as resp:
+            assert resp.status == 202
+            purchase_task = json.loads(resp.read())["taskId"]
+        view: dict[str, Any] = {}
+        deadline = time.monotonic() + 60
+        while view.get("state") != "completed" and time.monotonic() < deadline:
+            read = urllib.request.Request(
+                f"http://127.0.0.1:{api_port}/v1/tasks/{purchase_task}",
+                headers={"Authorization": f"Bearer {key.group(1)}"},
+            )
+            with urllib.request.urlopen(read, timeout=10) as resp:
+                view = json.loads(resp.read())
+            time.sleep(0.3)
+        assert view["state"] == "completed", view
+        assert view["purchase"]["transfer"]["state"] == "confirmed"
         queues = json.loads(_cli(env, "queues").stdout)
         assert [q["priority"] for q in queues] == ["critical", "high", "medium", "low", "batch"]
     finally:
