@@ -17,7 +17,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from relayq.cli.servers import REPO_ROOT, LocalServer, ferretdb_server, free_port, wait_for_port
+from relayq.cli.relayer_env import relayer_env
+from relayq.cli.servers import (
+    REPO_ROOT,
+    LocalServer,
+    devchain_server,
+    ferretdb_server,
+    free_port,
+    wait_for_port,
+)
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
 from tests.chaos.redis_group import RedisGroup
@@ -62,6 +70,11 @@ class ChaosStack:
         self.rng = random.Random(7)
         self.group = RedisGroup(workdir / "redis")
         self.mongo: LocalServer = ferretdb_server(workdir / "ferretdb")
+        # The local chain the purchases swap and transfer on; it is not a fault target.
+        self.chain: LocalServer = devchain_server(
+            workdir / "devchain", slot_ms=200, jito_rate_limit=0
+        )
+        self.chain_env: dict[str, str] = {}
         self.api_port = free_port()
         self.settings = replace(
             base,
@@ -81,12 +94,22 @@ class ChaosStack:
     # -- start and stop --------------------------------------------------------
 
     def env(self, **extra: str) -> dict[str, str]:
-        values = {**CHAOS_ENV, "RELAYQ_REDIS_SENTINELS": self.group.sentinels_env, **extra}
+        values = {
+            **CHAOS_ENV,
+            **self.chain_env,
+            "RELAYQ_REDIS_SENTINELS": self.group.sentinels_env,
+            **extra,
+        }
         return settings_env(self.settings, **values)
 
     def start(self) -> ChaosStack:
         self.group.start()
         self.mongo.start()
+        self.chain.start()
+        self.chain_env = {
+            **relayer_env(self.workdir / "devchain" / "chain.json"),
+            "RELAYQ_JITO_RPS": "1000",
+        }
         self.settings = replace(self.settings, redis_sentinels=self.group.addresses)
         api_log = (self.workdir / "api.log").open("wb")
         self.api = subprocess.Popen(
@@ -127,6 +150,7 @@ class ChaosStack:
             worker.kill()
         self.group.stop()
         self.mongo.stop()
+        self.chain.stop()
 
     def _all_workers(self) -> list[WorkerProcess]:
         return [w for ws in self.workers.values() for w in ws]
@@ -138,6 +162,7 @@ class ChaosStack:
             self.workdir,
             **{k: v for k, v in self.env().items() if k.startswith("RELAYQ_REDIS_SENTINEL")},
             **CHAOS_ENV,
+            **self.chain_env,
             RELAYQ_WORKER_ID=f"{priority.value}-{uuid.uuid4().hex[:6]}",
         )
         self.workers[priority].append(worker)

@@ -24,12 +24,14 @@ from pymongo import AsyncMongoClient
 
 from relayq.core.settings import Settings
 from tests.chaos.stack import API_KEY, ChaosStack
-from tests.chaos.workload import ApiClient, GenericWorkload, Workload
+from tests.chaos.workload import ApiClient, GenericWorkload, PurchaseWorkload, Workload
 
 CHAOS_SECONDS = float(os.environ.get("RELAYQ_CHAOS_SECONDS", "30"))
 # FerretDB scans the whole collection for each guarded update, about 1 to 2 jobs
 # a second on two loaded cores: the default offers it 240 jobs.
 RATE = float(os.environ.get("RELAYQ_CHAOS_RATE", "8"))
+# Purchases per second: each is a swap bundle, a transfer and a dozen store writes.
+PURCHASE_RATE = float(os.environ.get("RELAYQ_CHAOS_PURCHASE_RATE", "1"))
 WORKER_KILL_EVERY_SECONDS = 3.0
 # One fault cycle: forced failover, FerretDB restart, master killed.
 CYCLE_SECONDS = min(60.0, CHAOS_SECONDS)
@@ -88,6 +90,10 @@ async def test_every_accepted_job_finishes_with_its_effect_applied_once(
     figures: dict[str, Any] = {"chaosSeconds": CHAOS_SECONDS, "rate": RATE}
     try:
         await asyncio.to_thread(stack.start)
+        chain = json.loads((tmp_path / "devchain" / "chain.json").read_text())
+        workloads.append(
+            PurchaseWorkload(chain["rpcUrl"], chain["contract"]["owner"], rate=PURCHASE_RATE)
+        )
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             stack.settings.mongo_url, serverSelectionTimeoutMS=5000
         )

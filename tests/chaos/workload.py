@@ -48,6 +48,33 @@ class ApiClient:
         self.refused = 0  # answers that were not 202, retried
         self.connection_errors = 0
 
+    async def get(self, path: str) -> dict[str, Any]:
+        async with self.session.get(f"{self.base_url}{path}", headers=self.headers) as response:
+            assert response.status == 200, await response.text()
+            answer: dict[str, Any] = await response.json()
+            return answer
+
+    async def post(
+        self, path: str, body: dict[str, Any], accept: tuple[int, ...] = (202,)
+    ) -> tuple[int, dict[str, Any]]:
+        """POST with one idempotency key through every retry; (status, answer) once accepted."""
+        headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
+        for attempt in range(SUBMIT_ATTEMPTS):
+            try:
+                async with self.session.post(
+                    f"{self.base_url}{path}", json=body, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=120),
+                ) as response:  # fmt: skip
+                    if response.status in accept:
+                        return response.status, await response.json()
+                    self.refused += 1
+                    if response.status not in (429, 503):
+                        raise AssertionError(f"{response.status}: {await response.text()}")
+            except (aiohttp.ClientError, TimeoutError):
+                self.connection_errors += 1
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        raise AssertionError(f"not accepted after {SUBMIT_ATTEMPTS} attempts: {path} {body}")
+
     async def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
         for attempt in range(SUBMIT_ATTEMPTS):
@@ -179,3 +206,117 @@ async def _states(db: AsyncDatabase[dict[str, Any]], ids: list[str]) -> dict[str
         async for d in db["tasks"].find({"_id": {"$in": chunk}}, {"state": 1}):
             out[d["_id"]] = d["state"]
     return out
+
+
+WALLET = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
+
+
+@dataclass
+class PurchaseWorkload:
+    """Token purchases through `POST /v1/buy-tokens` on the local chain.
+
+    Invariants: every purchase the API accepted ends `completed`, or `failed`
+    because its swap never landed; the contract received exactly the sum of the
+    completed purchases' tokens; each has one transfer signature, and of every
+    transfer ever signed for it only that one is on chain.
+    """
+
+    rpc_url: str
+    contract_owner: str
+    rate: float = 0.5
+    name: str = "purchases"
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    swap_failed: int = 0
+    before: dict[str, int] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=lambda: random.Random(13))
+
+    async def _balances(self, mints: set[str]) -> dict[str, int]:
+        from solders.pubkey import Pubkey
+        from spl.token.instructions import get_associated_token_address
+
+        from relayq.core.chain.rpc import SolanaRpc
+
+        rpc = SolanaRpc(self.rpc_url)
+        owner = Pubkey.from_string(self.contract_owner)
+        try:
+            return {
+                m: await rpc.token_balance(
+                    get_associated_token_address(owner, Pubkey.from_string(m))
+                )
+                for m in mints
+            }
+        finally:
+            await rpc.close()
+
+    async def submit(self, api: ApiClient, seconds: float) -> None:
+        bundles = await api.get("/v1/bundles")
+        mints = {t["mint"] for b in bundles["bundles"] for t in b["tokens"]}
+        self.before = await self._balances(mints)
+        total = max(1, int(self.rate * seconds))
+        start = time.monotonic()
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(max(0.0, start + i / self.rate - time.monotonic()))
+            sol = round(self.rng.uniform(0.01, 0.5), 3)
+            body = {"wallet": WALLET, "solAmount": sol, "bundleId": "starter"}
+            status, answer = await api.post("/v1/buy-tokens", body, accept=(200, 202))
+            if status == 200:  # the swap failed or expired: nothing bought
+                assert answer["status"] == "failed", answer
+                self.swap_failed += 1
+            else:
+                self.accepted.append(answer)
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+
+    async def pending(self, db: AsyncDatabase[dict[str, Any]]) -> int:
+        states = await _states(db, [a["taskId"] for a in self.accepted])
+        return sum(
+            1 for a in self.accepted if states.get(a["taskId"]) not in ("completed", "failed")
+        )
+
+    async def verify(self, db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
+        from solders.signature import Signature
+
+        from relayq.core.chain.rpc import SolanaRpc
+
+        ids = [a["taskId"] for a in self.accepted]
+        assert len(set(ids)) == len(ids), "one accepted purchase, one task"
+        tasks = {d["_id"]: d async for d in db["tasks"].find({"_id": {"$in": ids}})}
+        purchases = {d["_id"]: d async for d in db["purchases"].find({"_id": {"$in": ids}})}
+        done = [i for i in ids if tasks[i]["state"] == "completed"]
+        failed = [i for i in ids if tasks[i]["state"] == "failed"]
+        assert len(done) + len(failed) == len(ids)
+        for i in failed:  # only a swap that never landed may fail a purchase
+            assert purchases[i]["swap"]["state"] == "failed", (i, tasks[i]["last_error"])
+            assert not purchases[i].get("transfer", {}).get("signature"), i
+        expected: Counter[str] = Counter()
+        for a in self.accepted:
+            if a["taskId"] in done:
+                for t in a["tokens"]:
+                    expected[t["mint"]] += int(t["amount"])
+        after = await self._balances(set(self.before))
+        received = {m: after[m] - self.before[m] for m in self.before}
+        assert received == {m: expected.get(m, 0) for m in self.before}, (received, expected)
+
+        rpc = SolanaRpc(self.rpc_url)
+        resigned = 0
+        try:
+            for i in done:
+                transfer = purchases[i]["transfer"]
+                sigs = transfer["signatures"]
+                resigned += len(sigs) - 1
+                states = await rpc.statuses([Signature.from_string(s) for s in sigs])
+                landed = [s for s, st in zip(sigs, states, strict=True) if st is not None]
+                assert landed == [transfer["signature"]], (i, landed, sigs)
+        finally:
+            await rpc.close()
+        recorded = await db["user_purchases"].count_documents({"_id": {"$in": done}})
+        assert recorded == len(done), "every completed purchase recorded once"
+        return {
+            "accepted": len(self.accepted),
+            "completed": len(done),
+            "swapFailed": len(failed) + self.swap_failed,
+            "tokensReceivedByContract": dict(received),
+            "transferSignatures": len(done),
+            "transfersResigned": resigned,
+        }
