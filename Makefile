@@ -6,7 +6,7 @@ export UV_CACHE_DIR := $(CURDIR)/.tools/uv-cache
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: tools install run test lint bench clean
+.PHONY: tools install run test lint bench soak images dashboards clean
 
 tools:
 	@bash tools/install.sh
@@ -23,10 +23,31 @@ test: install
 lint: install
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync ruff format --check .
-	@$(UV) run --no-sync mypy -p relayq.core -p relayq.worker -p relayq.cli -p relayq.api -p relayq.recovery -p relayq.operator
+	@$(UV) run --no-sync mypy -p relayq.core -p relayq.worker -p relayq.cli -p relayq.api -p relayq.recovery -p relayq.operator -p relayq.devchain
 
 bench: install
 	@$(UV) run --no-sync python -m bench.run
+
+# The chaos suite for DURATION seconds of faults at RATE jobs/s (make test: 30 s at 8/s).
+DURATION ?= 600
+RATE ?= 2
+soak: install
+	@RELAYQ_CHAOS_SECONDS=$(DURATION) RELAYQ_CHAOS_RATE=$(RATE) $(UV) run --no-sync pytest -q tests/chaos \
+	  --timeout=$$(( $(DURATION) + 900 )) $(PYTEST_ARGS)
+
+# One image per service, built from the repository root with the Docker engine.
+IMAGE_TAG ?= dev
+images:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
+	  echo "make images: no Docker engine reachable here; build the Dockerfiles on a machine with one" >&2; exit 1; }
+	docker build -f services/api/Dockerfile -t relayq/api:$(IMAGE_TAG) .
+	docker build -f services/worker/Dockerfile -t relayq/worker:$(IMAGE_TAG) .
+	docker build -f services/recovery/Dockerfile -t relayq/recovery:$(IMAGE_TAG) .
+	docker build -f operator/Dockerfile -t relayq/operator:$(IMAGE_TAG) .
+
+# Grafana dashboards, generated into deploy/helm/relayq/files/dashboards/ (commit the JSON).
+dashboards: install
+	@$(UV) run --no-sync python deploy/observability/dashboards.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
