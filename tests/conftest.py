@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from redis import Redis as SyncRedis
@@ -24,6 +24,9 @@ from redis import Redis as SyncRedis
 from relayq.cli.servers import REPO_ROOT, LocalServer, ferretdb_server, redis_server
 from relayq.core.clients import Clients, open_clients
 from relayq.core.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.kube.cluster import KubeCluster
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +41,17 @@ def mongo_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
     server = ferretdb_server(tmp_path_factory.mktemp("ferretdb")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """A real control plane (etcd, kube-apiserver, controller-manager, scheduler, KWOK)."""
+    # Imported here: the kubernetes client is slow to import for tests that never use it.
+    from tests.kube.cluster import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("kube"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

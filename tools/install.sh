@@ -31,6 +31,18 @@ apt_install() {
 # 26379; relayq never uses those: tests and `make run` start their own servers.
 apt_install redis-server redis-sentinel
 
+# Prometheus, Alertmanager and promtool for the alert-rule and observability
+# tests. The tests start their own servers on free ports with their own config
+# and data dirs; the system services the packages may start (on a machine with
+# systemd) are stopped and disabled, but only when this script installed them.
+if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+  apt_install prometheus prometheus-alertmanager
+  if [ -d /run/systemd/system ]; then
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true
+  fi
+fi
+
 # uv, the Python package manager, bootstrapped once into its own venv.
 if [ ! -x "$tools/uv/bin/uv" ]; then
   log "installing uv"
@@ -48,4 +60,5 @@ if [ ! -x "$tools/bin/ferretdb" ] || [ "$(cat "$ferret_stamp" 2>/dev/null)" != "
   (cd "$root/tools/ferretdb" && go build -trimpath -o "$tools/bin/ferretdb" .)
   echo "$ferret_src" > "$ferret_stamp"
 fi
+bash "$root/tools/install-k8s.sh"
 log "ready: redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/'), ferretdb, uv $("$tools/bin/uv" --version | cut -d' ' -f2)"

@@ -1,0 +1,1 @@
+"""Tests of the Kubernetes test control plane (tests/kube/cluster.py)."""
