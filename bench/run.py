@@ -97,6 +97,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--api-seconds", type=float, default=5.0, help="seconds per API rate")
     parser.add_argument(
+        "--autoscale-rounds",
+        type=int,
+        default=5,
+        help="bursts for the autoscaler reaction benchmark (0 for none)",
+    )
+    parser.add_argument(
         "--no-install",
         action="store_true",
         help="do not run tools/install-bench.sh (BullMQ's node_modules) first",
@@ -288,6 +294,19 @@ def start(server: LocalServer) -> LocalServer | None:
         return None
 
 
+def run_autoscale(redis_url: str, rounds: int) -> Result:
+    """The autoscaler's reaction (bench.autoscale_bench); a failure becomes {"error": ...}."""
+    try:
+        # Imported here: it needs the control-plane binaries only this part uses.
+        from bench import autoscale_bench
+
+        return autoscale_bench.measure(redis_url, rounds=rounds)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        log(f"autoscale: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def _api_summary(steps: list[dict[str, float]]) -> dict[str, Any]:
     """The highest offered rate as the headline, every step beside it."""
     if not steps:
@@ -339,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
                         args.api_seconds,
                         Path(tmp),
                     )
+            autoscale: Result = {}
+            if args.autoscale_rounds > 0:
+                flush(redis_srv.port)
+                log(f"autoscale: {args.autoscale_rounds} bursts on a local control plane")
+                autoscale = run_autoscale(redis_url, args.autoscale_rounds)
             machine_info = machine(redis_srv.port)
         finally:
             if mongo_srv is not None:
@@ -351,6 +375,14 @@ def main(argv: list[str] | None = None) -> int:
             f"api  offered {step['rate_per_s']:>6.0f}/s  achieved {step['achieved_per_s']:>7.1f}/s"
             f"  p50 {step['p50_ms']:7.1f} ms  p99 {step['p99_ms']:7.1f} ms"
             f"  errors {step['errors']:.0f}"
+        )
+    if "to_patch_s" in autoscale:
+        keda = autoscale["keda_defaults_on_paper_s"]
+        print(
+            f"autoscale  burst -> scale patch {autoscale['to_patch_s']:.2f} s (median), "
+            f"-> Pods Running {autoscale['to_running_s']:.2f} s; KEDA defaults on paper: "
+            f"{keda['burst_from_zero_to_n_typical']:.1f} s typical, "
+            f"{keda['burst_from_zero_to_n_worst']:.0f} s worst"
         )
     document = {
         "engine": {
@@ -371,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions(),
         },
         "api": _api_summary(api_steps),
+        "autoscale": autoscale,
         "machine": machine_info,
     }
     write_results(args.output, document)

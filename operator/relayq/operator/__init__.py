@@ -1,1 +1,1 @@
-"""relayq.operator (filled in by its own issue)."""
+"""relayq.operator: scales worker Deployments on their priority's Redis backlog (kopf)."""
