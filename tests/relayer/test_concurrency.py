@@ -54,7 +54,10 @@ async def test_200_concurrent_purchases_add_up_exactly(
     failed = [t for t in tasks if t.state is not TaskState.COMPLETED]
     print(f"\n{len(done)} of {PURCHASES} concurrent purchases completed; {len(failed)} swaps "
           f"failed: {sorted({t.last_error for t in failed})}")  # fmt: skip
-    assert all("swap" in (t.last_error or "") for t in failed)
+    for t in failed:  # a swap that could not land (e.g. its blockhash expired under load)
+        purchase = await relayer.purchases.get(t.id)
+        assert purchase is not None and purchase.swap["state"] == "failed", t.last_error
+        assert "signature" not in purchase.transfer
     assert len(done) >= PURCHASES * 0.9
     expected: Counter[str] = Counter()
     for body in bodies:
