@@ -28,8 +28,10 @@ from schemathesis.specs.openapi import definitions
 
 from relayq.api.app import create_app
 from relayq.api.openapi import openapi_document
-from relayq.cli.servers import LocalServer, free_port
+from relayq.cli.relayer_env import relayer_env
+from relayq.cli.servers import LocalServer, devchain_server, free_port
 from relayq.core.catalog import load_registry
+from relayq.core.chain.settings import ChainSettings
 from relayq.core.settings import Settings
 from tests.gateway import ADMIN, CLIENT, api_settings
 
@@ -75,7 +77,13 @@ class ServedApp:
 
 
 @pytest.fixture(scope="module")
-def served(redis_srv: LocalServer, mongo_srv: LocalServer) -> Iterator[ServedApp]:
+def served(
+    redis_srv: LocalServer, mongo_srv: LocalServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServedApp]:
+    # A relayer on a local chain, so the purchase routes are exercised, not refused.
+    state = tmp_path_factory.mktemp("devchain")
+    chain_server = devchain_server(state, slot_ms=200, jito_rate_limit=0).start()
+    chain = ChainSettings.from_env({**relayer_env(state / "chain.json"), "RELAYQ_JITO_RPS": "1000"})
     if not redis_srv.running:
         redis_srv.start()
     SyncRedis(port=redis_srv.port).flushall()
@@ -86,9 +94,10 @@ def served(redis_srv: LocalServer, mongo_srv: LocalServer) -> Iterator[ServedApp
         mongo_database=f"t_{uuid.uuid4().hex[:12]}",
         metrics_port=0,
     )
-    served = ServedApp(create_app(settings, api_settings(rate_limit_per_s=10**6))).start()
+    served = ServedApp(create_app(settings, api_settings(rate_limit_per_s=10**6), chain)).start()
     yield served
     served.stop()
+    chain_server.stop()
     mongo: MongoClient[dict[str, object]]
     with MongoClient(settings.mongo_url) as mongo:
         mongo.drop_database(settings.mongo_database)

@@ -36,18 +36,31 @@ ERRORS: dict[int, tuple[str, list[str]]] = {
     401: ("No or unknown credentials", ["unauthorized"]),
     403: ("Credentials of the wrong kind", ["forbidden"]),
     404: ("No such task, or not a dead letter", ["task-not-found", "not-a-dead-letter"]),
-    409: ("Idempotency-Key already used with another body", ["idempotency-conflict"]),
+    409: (
+        "Idempotency-Key already used with another body, or not enough liquidity",
+        ["idempotency-conflict", "insufficient-liquidity"],
+    ),
     413: (f"Body over {MAX_BODY_KIB} KiB", ["payload-too-large"]),
     415: ("Body is not application/json", ["unsupported-media-type"]),
     422: (
         "Body or parameter refused",
-        ["invalid-body", "unknown-job-type", "invalid-payload", "invalid-priority"],
+        [
+            "invalid-body",
+            "unknown-job-type",
+            "invalid-payload",
+            "invalid-priority",
+            "internal-job-type",
+            "unknown-bundle",
+        ],
     ),
+    428: ("A purchase without an Idempotency-Key", ["idempotency-key-required"]),
     429: ("The key's rate limit", ["rate-limited"]),
     500: ("A bug; the detail names the request id", ["internal"]),
+    502: ("A chain service refused the request", ["chain-error"]),
     503: (
-        "MongoDB unreachable (nothing was accepted), or Redis unreachable for an admin route",
-        ["store-unavailable", "queue-unavailable"],
+        "MongoDB unreachable (nothing was accepted), Redis unreachable for an admin route, "
+        "the chain unreachable, or no relayer configured",
+        ["store-unavailable", "queue-unavailable", "chain-unavailable", "relayer-unavailable"],
     ),
 }
 ALL_CODES = [code for _, codes in ERRORS.values() for code in codes] + [
@@ -170,8 +183,61 @@ def _schemas(job_types: list[str]) -> dict[str, Schema]:
                 "startedAt": {**_nullable(timestamp), "description": "Latest run's start."},
                 "finishedAt": _nullable(timestamp),
                 "runAt": {**_nullable(timestamp), "description": "Earliest start, if delayed."},
+                "purchase": {
+                    "type": ["object", "null"],
+                    "description": (
+                        "token_transfer tasks only: the purchase, its swap and transfer "
+                        "signatures, and what the chain says of each now."
+                    ),
+                },
+            },
+            required=[
+                "taskId",
+                "type",
+                "priority",
+                "state",
+                "attempts",
+                "maxAttempts",
+                "lastError",
+                "result",
+                "payload",
+                "createdAt",
+                "queuedAt",
+                "startedAt",
+                "finishedAt",
+                "runAt",
+            ],
+        ),
+        "BuyRequest": _object(
+            {
+                "wallet": {"type": "string", "description": "The buyer's wallet, base58."},
+                "solAmount": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "description": "SOL to spend, at most 9 decimals, within the bundle's limits.",
+                },
+                "bundleId": {"type": "string", "description": "A bundle of GET /v1/bundles."},
             }
         ),
+        "Purchase": {
+            "type": "object",
+            "properties": {
+                "taskId": task_id,
+                "status": {
+                    "type": "string",
+                    "enum": [*STATES, "swap_pending"],
+                    "description": (
+                        "`queued`: the swap landed, the transfer follows; `swap_pending`: the "
+                        "swap is decided later; `failed`: the swap failed (see `error`)."
+                    ),
+                },
+                "swapSignatures": {"type": "array", "items": {"type": "string"}},
+                "tokens": {"type": "array", "items": {"type": "object"}},
+                "error": {"type": ["string", "null"]},
+            },
+            "required": ["taskId", "status"],
+        },
+        "BundleList": _object({"bundles": {"type": "array", "items": {"type": "object"}}}),
         "TaskPage": _object(
             {
                 "tasks": {"type": "array", "items": _ref("Task"), "maxItems": MAX_PAGE},
@@ -416,6 +482,40 @@ def _paths() -> dict[str, Any]:
 
     return {
         "/v1/jobs": {"post": submit},
+        "/v1/buy-tokens": {
+            "post": _client(
+                "buyTokens",
+                "Buy a bundle of tokens: swap now, transfer to the contract later",
+                {
+                    "202": _json(_ref("Purchase"), "Swap landed or pending", Location="Location"),
+                    "200": _json(_ref("Purchase"), "The swap failed; nothing was bought"),
+                },
+                (400, ["invalid-json"]),
+                409,
+                413,
+                415,
+                (422, ["invalid-body", "invalid-payload", "unknown-bundle"]),
+                428,
+                502,
+                description=(
+                    "Signs the swap (one Jito bundle) and records it before sending it, waits a "
+                    "bounded time for it to land, then queues the token transfer. Needs an "
+                    "Idempotency-Key: a replay returns the same task and never swaps twice."
+                ),
+                parameters=["IdempotencyKey", "Traceparent"],
+                request_body={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("BuyRequest")}},
+                },
+            )
+        },
+        "/v1/bundles": {
+            "get": _client(
+                "listBundles",
+                "The bundles for sale: tokens and weights, price source, limits",
+                {"200": _json(_ref("BundleList"), "The bundles")},
+            )
+        },
         "/v1/tasks": {
             "get": _client(
                 "listTasks",

@@ -58,7 +58,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _document(request: web.Request) -> dict[str, Any]:
-    return openapi_document(request.app[CLIENTS].service.registry.names())
+    registry = request.app[CLIENTS].service.registry
+    return openapi_document([t.name for t in registry.all() if not t.internal])
 
 
 async def openapi_json(request: web.Request) -> web.Response:

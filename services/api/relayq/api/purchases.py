@@ -29,7 +29,7 @@ CHAIN_VIEW_TIMEOUT_SECONDS = 2.0
 def _relayer(request: web.Request) -> Relayer:
     relayer = request.app.get(RELAYER)
     if relayer is None:
-        raise Problem(503, "relayer-unavailable", "this gateway has no relayer configured")
+        raise unavailable("relayer-unavailable", "this gateway has no relayer configured")
     return relayer
 
 
