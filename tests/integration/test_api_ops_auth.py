@@ -30,6 +30,8 @@ ROUTES = [
     ("POST", "/v1/jobs"),
     ("GET", "/v1/tasks"),
     ("GET", "/v1/tasks/{taskId}"),
+    ("POST", "/v1/buy-tokens"),
+    ("GET", "/v1/bundles"),
     ("GET", "/v1/admin/queues"),
     ("POST", "/v1/admin/queues/{priority}/pause"),
     ("POST", "/v1/admin/queues/{priority}/resume"),
@@ -90,7 +92,11 @@ async def test_openapi_json_is_openapi_3_1_covering_every_route(api: Api, client
     documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     assert documented == set(ROUTES)
     job_type = doc["components"]["schemas"]["JobRequest"]["properties"]["type"]
-    assert job_type["enum"] == clients.service.registry.names()
+    # Clients may submit every registered type but the relayer's internal steps.
+    submittable = [t.name for t in clients.service.registry.all() if not t.internal]
+    assert job_type["enum"] == submittable
+    assert "token_transfer" in clients.service.registry.names()
+    assert "token_transfer" not in submittable
 
 
 async def test_docs_is_a_self_contained_html_page_listing_every_route(api: Api) -> None:
