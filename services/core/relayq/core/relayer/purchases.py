@@ -7,7 +7,6 @@ principle 2), so any later run can tell what reached the chain.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,7 +118,7 @@ class Purchase:
 
 
 class PurchaseStore:
-    """Collections `purchases`, `user_purchases` (history) and `holdings` (per wallet)."""
+    """Collections `purchases` and `user_purchases` (the history; holdings are its sums)."""
 
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         db = client[database]
@@ -129,9 +128,6 @@ class PurchaseStore:
         )
         self.history: AsyncCollection[dict[str, Any]] = db.get_collection(
             "user_purchases", write_concern=majority
-        )
-        self.holdings: AsyncCollection[dict[str, Any]] = db.get_collection(
-            "holdings", write_concern=majority
         )
 
     async def insert(self, purchase: Purchase) -> None:
@@ -201,7 +197,7 @@ class PurchaseStore:
         )
 
     async def record(self, purchase: Purchase) -> bool:
-        """Add the purchase to the user's history and holdings, once; False if it already was."""
+        """Add the purchase to the user's history (so its holdings), once; False if it was."""
         entry = {
             "_id": purchase.id,
             "wallet": purchase.wallet,
@@ -217,34 +213,23 @@ class PurchaseStore:
             await with_transient_retry(lambda: self.history.insert_one(entry))
         except DuplicateKeyError:
             fresh = False
-        # The holdings update names the purchase, so a rerun after a crash between
-        # the two writes adds the amounts exactly once.
-        inc = {f"tokens.{leg.mint}": leg.amount for leg in purchase.legs}
-        existing = await with_transient_retry(
-            lambda: self.holdings.find_one({"_id": purchase.wallet}, {"applied": 1})
-        )
-        if existing is None:
-            blank = {"_id": purchase.wallet, "tokens": {}, "applied": [], "lamports": 0}
-            with contextlib.suppress(DuplicateKeyError):
-                await with_transient_retry(lambda: self.holdings.insert_one(blank))
-        await with_transient_retry(
-            lambda: self.holdings.update_one(
-                {"_id": purchase.wallet, "applied": {"$ne": purchase.id}},
-                {
-                    "$inc": {**inc, "lamports": purchase.lamports},
-                    "$push": {"applied": purchase.id},
-                    "$set": {"updated_at": now()},
-                },
-            )
-        )
         await with_transient_retry(
             lambda: self.purchases.update_one({"_id": purchase.id}, {"$set": {"recorded": True}})
         )
         return fresh
 
     async def holding(self, wallet: str) -> dict[str, int]:
-        doc = await self.holdings.find_one({"_id": wallet})
-        return {k: int(v) for k, v in (doc or {}).get("tokens", {}).items()}
+        """Base units held for a wallet, per mint: the sum of its recorded purchases.
+
+        Derived from the insert-only history rather than kept by `$inc`, so
+        concurrent records can never lose an update (FerretDB's updates are not
+        atomic under concurrency) and a replayed record never counts twice.
+        """
+        totals: dict[str, int] = {}
+        async for entry in self.history.find({"wallet": wallet}, {"tokens": 1}):
+            for mint, amount in entry.get("tokens", {}).items():
+                totals[mint] = totals.get(mint, 0) + int(amount)
+        return totals
 
 
 def _purchase(doc: Mapping[str, Any]) -> Purchase:
