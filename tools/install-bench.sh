@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Node side of the side-by-side benchmark: BullMQ, pinned by
 # bench/bullmq/package-lock.json, into bench/bullmq/node_modules with `npm ci`.
-# npm's cache lives under .tools/npm-cache. Idempotent: when node_modules was
+# npm's cache lives under the tools cache (tools/lib.sh). Idempotent: when node_modules was
 # installed from the same lockfile with the same Node, it only checks (seconds).
 # Install scripts are skipped: the only one (msgpackr-extract) would build a
 # native add-on that the prebuilt @msgpackr-extract/* package already provides.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bench="$root/bench/bullmq"
-cache="$root/.tools/npm-cache"
+cache="${RELAYQ_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/relayq/tools}/npm"
 
 log() { printf '[bench-tools] %s\n' "$*" >&2; }
 

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes test control plane into .tools/bin from the Go module
-# proxy: helm, kwok (fake nodes and pods), etcd, kube-apiserver,
-# kube-controller-manager and kube-scheduler. Each binary carries a stamp with
-# the hash of what it is built from, and is rebuilt only when that changes, so
-# a second run takes seconds. Called by tools/install.sh.
+# Builds the Kubernetes test control plane from the Go module proxy: helm, kwok
+# (fake nodes and pods), etcd, kube-apiserver, kube-controller-manager and
+# kube-scheduler. Only the tests and benchmarks that run a cluster need them
+# (tools/install-test.sh calls this; `make run` never does). Each build is
+# cached outside the clone, keyed by the hash of what it is built from (see
+# tools/lib.sh), and .tools/bin links to it: a second clone takes seconds.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-bin="$root/.tools/bin"
-share="$root/.tools/share"
-mkdir -p "$bin" "$share"
+# shellcheck source=tools/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 HELM_VERSION=v3.21.4
 KWOK_VERSION=v0.8.0
@@ -19,29 +18,9 @@ K8S_VERSION=$(sed -nE 's/^\s*(require )?k8s\.io\/kubernetes (v[0-9.]+)( .*)?$/\2
 # Modules may ask for a newer Go than the one installed: build with this one.
 export GOTOOLCHAIN=local
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+go_version=$(go env GOVERSION)
 
-log() { printf '[tools] %s\n' "$*" >&2; }
-
-# build "NAME..." HASH COMMAND...: runs COMMAND, which makes the binaries
-# .tools/bin/NAME..., unless they all exist and the stamp of the first holds HASH.
-build() {
-  local names=$1 hash=$2
-  shift 2
-  local stamp="$bin/.${names%% *}.stamp" name fresh=1
-  for name in $names; do [ -x "$bin/$name" ] || fresh=0; done
-  if [ $fresh -eq 1 ] && [ "$(cat "$stamp" 2>/dev/null)" = "$hash" ]; then
-    return 0
-  fi
-  log "building $names (minutes on a fresh machine)"
-  local start=$SECONDS
-  "$@"
-  echo "$hash" >"$stamp"
-  log "built $names in $((SECONDS - start))s"
-}
-
-hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
-
-go_install() { GOBIN="$bin" go install "$@"; }
+go_install() { GOBIN="$out/bin" go install "$@"; }
 
 # The flags helm's own release build sets: its version, and the Kubernetes
 # version that `helm template` and `helm lint` assume without a cluster (that
@@ -55,28 +34,36 @@ helm_build() {
   done
   go_install -ldflags "${flags[*]}" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
-build helm "$(echo "helm $HELM_VERSION flags-v1" | sha256sum | cut -d' ' -f1)" helm_build
+entry=$(cached_build "helm-$HELM_VERSION-$(hash_text "flags-v1 $go_version")" "helm $HELM_VERSION" \
+  "about a minute" helm_build)
+link_bins "$entry" helm
 
 # kwok runs no stages of its own: the default ones (nodes become Ready and keep
 # a lease, pods become Running and Ready, finished pods Succeeded, deleted pods
 # go) come from its source, copied next to the binary for the test fixture.
-kwok_stages() {
+kwok_build() {
   go_install -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   local dir
   dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -nE 's/^\s*"Dir": "(.*)",$/\1/p')
   local stage="$dir/kustomize/stage"
-  mkdir -p "$share/kwok"
+  mkdir -p "$out/share/kwok"
   for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
     pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     echo "---"
     cat "$stage/$f"
-  done >"$share/kwok/stages.yaml"
+  done >"$out/share/kwok/stages.yaml"
+  [ -s "$out/share/kwok/stages.yaml" ]
 }
-build kwok "$(echo "kwok $KWOK_VERSION stages-v1" | sha256sum | cut -d' ' -f1)" kwok_stages
-[ -s "$share/kwok/stages.yaml" ] || { rm -f "$bin/.kwok.stamp"; log "kwok stages missing"; exit 1; }
+entry=$(cached_build "kwok-$KWOK_VERSION-$(hash_text "stages-v1 $go_version")" "kwok $KWOK_VERSION" \
+  "about a minute" kwok_build)
+link_bins "$entry" kwok
+mkdir -p "$share/kwok"
+ln -sfn "$entry/share/kwok/stages.yaml" "$share/kwok/stages.yaml"
 
-build etcd "$(hash_of "$root"/tools/etcd/{go.mod,go.sum,main.go})" \
-  bash -c "cd '$root/tools/etcd' && go build -trimpath -o '$bin/etcd' ."
+etcd_build() { (cd "$root/tools/etcd" && go build -trimpath -o "$out/bin/etcd" .); }
+entry=$(cached_build "etcd-$(hash_of "$root"/tools/etcd/{go.mod,go.sum,main.go} <(echo "$go_version"))" \
+  "etcd" "about a minute" etcd_build)
+link_bins "$entry" etcd
 
 # The servers report this version (kubectl, helm and the API server's own
 # compatibility checks read it); without the flags they say v0.0.0-master.
@@ -90,15 +77,17 @@ k8s_ldflags() {
   done
   echo "-s -w ${flags[*]}"
 }
+# The three share one module and one go build (which shares their packages).
 k8s_build() {
   cd "$root/tools/kubernetes"
-  go build -trimpath -ldflags "$(k8s_ldflags)" -o "$bin/" \
+  go build -trimpath -ldflags "$(k8s_ldflags)" -o "$out/bin/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler
 }
-# The three share one module and one go build (which shares their packages).
-k8s_hash=$( (cat "$root"/tools/kubernetes/{go.mod,go.sum} && k8s_ldflags) | sha256sum | cut -d' ' -f1)
-build "kube-apiserver kube-controller-manager kube-scheduler" "$k8s_hash" k8s_build
+entry=$(cached_build "kubernetes-$K8S_VERSION-$(hash_of "$root"/tools/kubernetes/{go.mod,go.sum} <(k8s_ldflags; echo "$go_version"))" \
+  "kube-apiserver, kube-controller-manager and kube-scheduler $K8S_VERSION" \
+  "about 8 minutes on 2 cores" k8s_build)
+link_bins "$entry" kube-apiserver kube-controller-manager kube-scheduler
 
 log "ready: helm $HELM_VERSION, kwok $KWOK_VERSION, etcd $("$bin/etcd" --version | sed -nE 's/^etcd Version: //p'), kubernetes $("$bin/kube-apiserver" --version | cut -d' ' -f2)"

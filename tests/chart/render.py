@@ -44,7 +44,9 @@ def run_helm(
     args: Sequence[str], home: Path, kubeconfig: Path | None = None, timeout: float = 300
 ) -> str:
     if not HELM.exists():
-        raise HelmError(f"{HELM} is missing: run `make tools` (tools/install-k8s.sh builds it)")
+        raise HelmError(
+            f"{HELM} is missing: run `make tools-test` (tools/install-k8s.sh builds it)"
+        )
     done = subprocess.run(
         [str(HELM), *args],
         env=helm_env(home, kubeconfig),

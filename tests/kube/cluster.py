@@ -1,7 +1,7 @@
 """A real Kubernetes control plane on loopback, for the tests.
 
 `KubeCluster` starts etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and KWOK from .tools/bin (built by `make tools`) on free
+kube-scheduler and KWOK from .tools/bin (built by `make tools-test`) on free
 loopback ports, in one directory that holds their keys, kubeconfigs, data and
 logs. KWOK plays the kubelet for fake Nodes that the cluster creates: pods
 scheduled there become Running and Ready, and pods that finish (Jobs)
@@ -64,7 +64,7 @@ def control_plane_binaries(
     missing = [str(p) for p in (*paths.values(), stages) if not p.exists()]
     if missing:
         raise FileNotFoundError(
-            f"Kubernetes test binaries missing ({', '.join(missing)}); run `make tools`"
+            f"Kubernetes test binaries missing ({', '.join(missing)}); run `make tools-test`"
         )
     return paths
 

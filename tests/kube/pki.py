@@ -46,7 +46,7 @@ class ClusterPki:
 def _openssl(*args: str, cwd: Path) -> None:
     openssl = shutil.which("openssl")
     if openssl is None:
-        raise FileNotFoundError("openssl not found; run `make tools`")
+        raise FileNotFoundError("openssl not found; run `make tools-test`")
     result = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"openssl {' '.join(args)} failed:\n{result.stderr}")

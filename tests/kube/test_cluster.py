@@ -284,7 +284,7 @@ def test_server_reports_the_kubernetes_version_it_was_built_from(api: client.Api
 
 
 def test_missing_binaries_name_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"run `make tools`") as missing:
+    with pytest.raises(FileNotFoundError, match=r"run `make tools-test`") as missing:
         control_plane_binaries(tmp_path / "bin", tmp_path / "stages.yaml")
     for name in BINARIES:
         assert str(tmp_path / "bin" / name) in str(missing.value)

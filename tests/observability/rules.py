@@ -22,7 +22,7 @@ def binary(*names: str) -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise FileNotFoundError(f"none of {names} on PATH; run `make tools`")
+    raise FileNotFoundError(f"none of {names} on PATH; run `make tools-test`")
 
 
 def load_yaml(path: Path) -> Any:
