@@ -2,7 +2,7 @@
 
     python -m bench.run [--jobs 20000] [--concurrency 50] [--engines relayq,saq,...]
 
-Starts one throwaway redis-server and one FerretDB on free loopback ports, runs
+Starts one throwaway redis-server and one local MongoDB on free loopback ports, runs
 every engine one after the other on that same Redis (flushed before each) with
 the same job count and worker concurrency, prints a table and writes
 bench/results.json. An engine that fails is reported as an error row; the
@@ -33,7 +33,7 @@ import redis
 from bench import relayq_bench
 from bench.api_bench import measure_api
 from bench.competitors import arq_bench, bullmq_bench, common, saq_bench, taskiq_bench
-from relayq.cli.servers import LocalServer, ferretdb_server, redis_server
+from relayq.cli.servers import LocalServer, mongo_server, redis_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results.json"
@@ -147,7 +147,7 @@ def run_engine(
     async def measure() -> dict[str, float]:
         if engine.needs_store:
             if mongo_url is None:
-                raise RuntimeError("FerretDB did not start")
+                raise RuntimeError("the MongoDB server did not start")
             call: Awaitable[dict[str, float]] = relayq_bench.measure_with_store(
                 redis_url, mongo_url, args.jobs, args.concurrency
             )
@@ -333,12 +333,12 @@ def main(argv: list[str] | None = None) -> int:
             redis_url = f"redis://127.0.0.1:{redis_srv.port}/0"
             mongo_url: str | None = None
             if any(engine.needs_store for engine in engines):
-                mongo_srv = start(ferretdb_server(Path(tmp) / "ferretdb"))
+                mongo_srv = start(mongo_server(Path(tmp) / "mongo"))
                 if mongo_srv is not None:
                     mongo_url = f"mongodb://127.0.0.1:{mongo_srv.port}/"
             log(
                 f"{args.jobs} jobs, concurrency {args.concurrency}, redis {redis_url}"
-                + (f", ferretdb {mongo_url}" if mongo_url else "")
+                + (f", mongodb {mongo_url}" if mongo_url else "")
             )
             for engine in engines:
                 flush(redis_srv.port)
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.api_rates:
                 flush(redis_srv.port)
                 if mongo_srv is None:
-                    mongo_srv = start(ferretdb_server(Path(tmp) / "ferretdb"))
+                    mongo_srv = start(mongo_server(Path(tmp) / "mongo"))
                 if mongo_srv is not None:
                     log(f"api: POST /v1/jobs at {args.api_rates} requests/s")
                     api_steps = measure_api(

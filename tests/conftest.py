@@ -1,7 +1,9 @@
 """Fixtures that start real servers on free loopback ports.
 
-Redis and FerretDB start once per session; each test gets a flushed Redis
-database, a MongoDB database of its own, and settings pointing at both.
+Redis and the local MongoDB (secantusd-rs) start once per session; each test
+gets a flushed Redis database, a MongoDB database of its own, and settings
+pointing at both. RELAYQ_TEST_MONGO_URL runs the tests against another MongoDB
+(a real replica set, say) instead of starting one.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redis import Redis as SyncRedis
 
-from relayq.cli.servers import REPO_ROOT, LocalServer, ferretdb_server, redis_server
+from relayq.cli.servers import REPO_ROOT, LocalServer, mongo_server, redis_server
 from relayq.core.clients import Clients, open_clients
 from relayq.core.settings import Settings
 
@@ -36,11 +38,24 @@ def redis_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]
     server.stop()
 
 
+MONGO_URL_ENV = "RELAYQ_TEST_MONGO_URL"
+
+
 @pytest.fixture(scope="session")
 def mongo_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    server = ferretdb_server(tmp_path_factory.mktemp("ferretdb")).start()
+    """The local MongoDB this session started (tests that restart or kill it use this)."""
+    server = mongo_server(tmp_path_factory.mktemp("mongo")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(request: pytest.FixtureRequest) -> str:
+    """The MongoDB the tests write to: RELAYQ_TEST_MONGO_URL, or the local one."""
+    if os.environ.get(MONGO_URL_ENV):
+        return os.environ[MONGO_URL_ENV]
+    server: LocalServer = request.getfixturevalue("mongo_srv")
+    return f"mongodb://127.0.0.1:{server.port}/"
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +70,14 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
 
 
 @pytest.fixture
-def settings(redis_srv: LocalServer, mongo_srv: LocalServer) -> Settings:
+def settings(redis_srv: LocalServer, mongo_url: str) -> Settings:
     if not redis_srv.running:
         redis_srv.start()
     SyncRedis(port=redis_srv.port).flushall()
     return replace(
         Settings.from_env({}),
         redis_url=f"redis://127.0.0.1:{redis_srv.port}/0",
-        mongo_url=f"mongodb://127.0.0.1:{mongo_srv.port}/",
+        mongo_url=mongo_url,
         mongo_database=f"t_{uuid.uuid4().hex[:12]}",
         lease_seconds=2.0,
         drain_seconds=5.0,

@@ -1,6 +1,6 @@
 """The whole system on loopback for the chaos suite, and the faults it injects.
 
-Redis (master, replica, three Sentinels), FerretDB, the API as a process, two
+Redis (master, replica, three Sentinels), the local MongoDB, the API as a process, two
 worker processes per priority and `relayq recovery --loop` (the CronJob's
 stand-in). Every child is started here and stopped by its pid.
 """
@@ -22,8 +22,8 @@ from relayq.cli.servers import (
     REPO_ROOT,
     LocalServer,
     devchain_server,
-    ferretdb_server,
     free_port,
+    mongo_server,
     wait_for_port,
 )
 from relayq.core.priorities import Priority
@@ -35,7 +35,7 @@ API_KEY = "chaos-client-key"
 WORKERS_PER_PRIORITY = 2
 # Short leases and a recovery grace of a few seconds make a crash cost seconds,
 # not minutes; deliveries are allowed a little more slack than the default,
-# since a FerretDB restart fails a few claims in a row through no fault of the job.
+# since a store crash fails a few claims in a row through no fault of the job.
 CHAOS_ENV = {
     "RELAYQ_LEASE_SECONDS": "3",
     "RELAYQ_MAX_DELIVERIES": "10",
@@ -54,7 +54,7 @@ class Events:
     workers_started: int = 0
     forced_failovers: int = 0
     masters_killed: int = 0
-    ferretdb_restarts: int = 0
+    store_crashes: int = 0
     log: list[str] = field(default_factory=list)
 
     def note(self, what: str) -> None:
@@ -69,7 +69,7 @@ class ChaosStack:
         self.events = Events()
         self.rng = random.Random(7)
         self.group = RedisGroup(workdir / "redis")
-        self.mongo: LocalServer = ferretdb_server(workdir / "ferretdb")
+        self.mongo: LocalServer = mongo_server(workdir / "mongo")
         # The local chain the purchases swap and transfer on; it is not a fault target.
         self.chain: LocalServer = devchain_server(
             workdir / "devchain", slot_ms=200, jito_rate_limit=0
@@ -199,12 +199,13 @@ class ChaosStack:
         # Back as a replica only after the promotion: an empty master would wipe the data.
         self.group.restart_stopped()
 
-    def restart_ferretdb(self, down_seconds: float = 2.0) -> None:
-        self.mongo.stop()
+    def crash_store(self, down_seconds: float = 2.0) -> None:
+        """SIGKILL the MongoDB server mid-traffic; what it acknowledged must survive."""
+        self.mongo.kill()
         time.sleep(down_seconds)
         self.mongo.start()
-        self.events.ferretdb_restarts += 1
-        self.events.note(f"FerretDB restarted after {down_seconds}s down")
+        self.events.store_crashes += 1
+        self.events.note(f"MongoDB SIGKILLed, back after {down_seconds}s down")
 
     # -- what the processes said ---------------------------------------------------
 

@@ -78,7 +78,7 @@ class ServedApp:
 
 @pytest.fixture(scope="module")
 def served(
-    redis_srv: LocalServer, mongo_srv: LocalServer, tmp_path_factory: pytest.TempPathFactory
+    redis_srv: LocalServer, mongo_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServedApp]:
     # A relayer on a local chain, so the purchase routes are exercised, not refused.
     state = tmp_path_factory.mktemp("devchain")
@@ -90,7 +90,7 @@ def served(
     settings = replace(
         Settings.from_env({}),
         redis_url=f"redis://127.0.0.1:{redis_srv.port}/0",
-        mongo_url=f"mongodb://127.0.0.1:{mongo_srv.port}/",
+        mongo_url=mongo_url,
         mongo_database=f"t_{uuid.uuid4().hex[:12]}",
         metrics_port=0,
     )

@@ -60,11 +60,11 @@ class Stack:
     started: float
 
 
-def _settings(redis_srv: LocalServer, mongo_srv: LocalServer) -> Settings:
+def _settings(redis_srv: LocalServer, mongo_url: str) -> Settings:
     return replace(
         Settings.from_env({}),
         redis_url=f"redis://127.0.0.1:{redis_srv.port}/0",
-        mongo_url=f"mongodb://127.0.0.1:{mongo_srv.port}/",
+        mongo_url=mongo_url,
         mongo_database=f"obs_{uuid.uuid4().hex[:12]}",
         key_prefix=f"obs{uuid.uuid4().hex[:8]}",
         lease_seconds=5.0,
@@ -74,11 +74,11 @@ def _settings(redis_srv: LocalServer, mongo_srv: LocalServer) -> Settings:
 
 @pytest.fixture(scope="module")
 def stack(
-    redis_srv: LocalServer, mongo_srv: LocalServer, tmp_path_factory: pytest.TempPathFactory
+    redis_srv: LocalServer, mongo_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     if not redis_srv.running:
         redis_srv.start()
-    settings = _settings(redis_srv, mongo_srv)
+    settings = _settings(redis_srv, mongo_url)
     tmp = tmp_path_factory.mktemp("observability")
     prefix = {"RELAYQ_KEY_PREFIX": settings.key_prefix}
     api_port = free_port()

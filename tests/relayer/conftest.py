@@ -114,7 +114,7 @@ async def relayer(clients: Clients, chain_settings: ChainSettings) -> AsyncItera
 @pytest.fixture
 async def gateway(aiohttp_client: AiohttpClient, settings: Settings, relayer: Relayer) -> Api:
     """The gateway with the relayer configured, on the test's Redis and MongoDB."""
-    # A longer MongoDB bound than the other gateway tests: many purchases share FerretDB.
+    # A longer MongoDB bound than the other gateway tests: many purchases share one server.
     app = create_app(settings, api_settings(mongo_timeout_seconds=15.0), relayer.chain)
     return await aiohttp_client(app)
 

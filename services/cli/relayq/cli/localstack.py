@@ -1,4 +1,4 @@
-"""`make run`: Redis, FerretDB, the API, one worker per priority and recovery, in the foreground.
+"""`make run`: Redis, MongoDB, the API, one worker per priority and recovery, in the foreground.
 
 Ports come from RELAYQ_REDIS_URL, RELAYQ_MONGO_URL and RELAYQ_API_PORT
 (defaults 6379, 27017 and 8080 on 127.0.0.1); data lives under .run/ in the
@@ -25,7 +25,7 @@ from relayq.cli.servers import (
     REPO_ROOT,
     LocalServer,
     devchain_server,
-    ferretdb_server,
+    mongo_server,
     redis_server,
     wait_for_port,
 )
@@ -63,17 +63,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     servers: list[LocalServer] = []
     children: list[subprocess.Popen[bytes]] = []
     try:
-        redis = redis_server(args.data_dir / "redis", _local_port(settings.redis_url, 6379))
+        redis = redis_server(args.args.data_dir / "redis", _local_port(settings.redis_url, 6379))
         servers.append(redis.start())
-        mongo = ferretdb_server(args.data_dir / "ferretdb", _local_port(settings.mongo_url, 27017))
+        mongo = mongo_server(args.args.data_dir / "mongo", _local_port(settings.mongo_url, 27017))
         servers.append(mongo.start())
         env = dict(os.environ)
         if "RELAYQ_SOLANA_RPC_URL" not in env:
             # No cluster named: a local chain, and the relayer pointed at it.
             port = int(env.get("RELAYQ_DEVCHAIN_PORT") or 8899)
-            chain = devchain_server(args.data_dir / "devchain", port)
+            chain = devchain_server(args.args.data_dir / "devchain", port)
             servers.append(chain.start())
-            for name, value in relayer_env(args.data_dir / "devchain" / "chain.json").items():
+            for name, value in relayer_env(args.args.data_dir / "devchain" / "chain.json").items():
                 env.setdefault(name, value)
             env.setdefault("RELAYQ_JITO_RPS", "40")
         env.setdefault("RELAYQ_API_KEY", secrets.token_urlsafe(24))
@@ -140,7 +140,7 @@ def _banner(settings: Settings, metrics_base_port: int, env: dict[str, str], api
         [
             "relayq localstack is up (Ctrl-C stops it)",
             f"  redis     {settings.redis_url}",
-            f"  mongodb   {settings.mongo_url} (FerretDB)",
+            f"  mongodb   {settings.mongo_url} (secantusd-rs)",
             f"  workers   one per priority; metrics ports {ports}",
             f"  chain     {env.get('RELAYQ_SOLANA_RPC_URL', 'none')} (Solana RPC; Jito at"
             f" {env.get('RELAYQ_JITO_URL', 'none')})",
