@@ -1,4 +1,4 @@
-"""TaskStore against the MongoDB wire-protocol server (FerretDB)."""
+"""TaskStore against a MongoDB wire-protocol server (the local one, or RELAYQ_TEST_MONGO_URL)."""
 
 from __future__ import annotations
 
@@ -309,15 +309,30 @@ async def test_deleting_a_keyed_task_frees_its_idempotency_key(store: TaskStore)
     assert created and second.id != first.id
 
 
+def nested(depth: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for _ in range(depth):
+        doc = {"a": doc}
+    return doc
+
+
+# MongoDB refuses documents nested more than 180 levels (Overflow, code 15), and
+# PyMongo refuses one over the server's maxBsonObjectSize (16 MiB) before sending it.
+REFUSED = {
+    "nested too deep": (nested(200), "levels of nesting"),
+    "over the document size limit": ({"blob": "x" * (17 * 1024 * 1024)}, "too large"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
 async def test_a_payload_the_store_refuses_is_invalid_and_nothing_is_written(
-    store: TaskStore,
+    store: TaskStore, case: str
 ) -> None:
-    # FerretDB refuses arrays nested in arrays (MongoDB accepts them): a refusal
-    # by the server is the client's bad payload, not an outage.
-    refused = {"rows": [[1, 2], [3]]}
+    # A refusal of the document is the client's bad payload, not an outage.
+    refused, says = REFUSED[case]
     with pytest.raises(InvalidPayload) as one:
         await store.insert(new(payload=refused))
-    assert one.value.field == "payload" and "nested arrays" in str(one.value)
+    assert one.value.field == "payload" and says in str(one.value)
     with pytest.raises(InvalidPayload):
         await store.insert_many([new(), new(payload=refused), new()])
     assert await store.tasks.count_documents({}) == 0

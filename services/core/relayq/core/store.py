@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
@@ -24,12 +25,18 @@ from relayq.core.jobs import InvalidPayload, Task, TaskState
 from relayq.core.priorities import Priority
 
 MAX_PAGE = 500
-# The server refused the document's contents (e.g. FerretDB's nested arrays).
-BAD_VALUE = 2
+# Codes of a server refusing a document's contents: BadValue, Overflow (nested
+# too deep), BSONObjectTooLarge, and a document that grew too large in an update.
+REFUSED_CODES = frozenset({2, 15, 10334, 17419})
 TRANSIENT_RETRIES = 10
-# Errors a write can meet under contention and that leave nothing applied:
-# SQLite's lock timeouts (FerretDB's backend) and MongoDB's transient labels.
-TRANSIENT_MARKERS = ("database is locked", "SQLITE_BUSY", "WriteConflict")
+# WriteConflict: a write met another on the same document and nothing was applied.
+WRITE_CONFLICT = 112
+# Every write relayq treats as durable: acknowledged by a majority of the replica
+# set, each from its journal. With MongoDB's default writeConcernMajorityJournalDefault
+# a majority write is journaled anyway; `j` says so explicitly, so a standalone
+# server or a replica set configured otherwise cannot acknowledge a write that a
+# crash would lose (tests/store_conformance kills the server right after an ack).
+WRITE_CONCERN = WriteConcern(w="majority", j=True)
 
 
 class IdempotencyConflict(Exception):
@@ -76,7 +83,7 @@ async def with_transient_retry(op: Callable[[], Awaitable[T]]) -> T:
         try:
             return await op()
         except OperationFailure as exc:
-            transient = any(m in str(exc) for m in TRANSIENT_MARKERS) or exc.has_error_label(
+            transient = exc.code == WRITE_CONFLICT or exc.has_error_label(
                 "TransientTransactionError"
             )
             if not transient or attempt == TRANSIENT_RETRIES - 1:
@@ -95,11 +102,12 @@ def payload_hash(type_: str, priority: Priority, payload: Mapping[str, Any]) -> 
 
 
 def connect_mongo(url: str, timeout_seconds: float = 5.0) -> AsyncMongoClient[dict[str, Any]]:
-    """An async client with majority writes and a short server-selection bound."""
+    """An async client with durable writes (WRITE_CONCERN) and a short server-selection bound."""
     return AsyncMongoClient(
         url,
         tz_aware=True,
         w="majority",
+        journal=True,
         serverSelectionTimeoutMS=int(timeout_seconds * 1000),
         connectTimeoutMS=int(timeout_seconds * 1000),
         appname="relayq",
@@ -112,7 +120,7 @@ class TaskStore:
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         self.client = client
         self.tasks: AsyncCollection[dict[str, Any]] = client[database].get_collection(
-            "tasks", write_concern=WriteConcern(w="majority")
+            "tasks", write_concern=WRITE_CONCERN
         )
 
     async def ensure_indexes(self) -> None:
@@ -150,9 +158,11 @@ class TaskStore:
                 raise IdempotencyConflict(task) from None
             return task, False
         except WriteError as exc:
-            if exc.code != BAD_VALUE:
+            if exc.code not in REFUSED_CODES:
                 raise
             raise _refused(exc.details) from None
+        except InvalidDocument as exc:  # refused before it was sent (too large, say)
+            raise _refused({"errmsg": str(exc)}) from None
         return _task(doc), True
 
     async def insert_many(self, news: Sequence[NewTask]) -> list[tuple[Task, bool]]:
@@ -163,12 +173,15 @@ class TaskStore:
                 await with_transient_retry(lambda: self.tasks.insert_many(plain, ordered=True))
             except BulkWriteError as exc:
                 errors = (exc.details or {}).get("writeErrors", [])
-                if not errors or errors[0].get("code") != BAD_VALUE:
+                if not errors or errors[0].get("code") not in REFUSED_CODES:
                     raise
                 # Ordered: nothing after the refused document was written; undo
                 # what was, so a batch is accepted whole or not at all.
                 await self.tasks.delete_many({"_id": {"$in": [d["_id"] for d in plain]}})
                 raise _refused(errors[0]) from None
+            except InvalidDocument as exc:
+                await self.tasks.delete_many({"_id": {"$in": [d["_id"] for d in plain]}})
+                raise _refused({"errmsg": str(exc)}) from None
         plain_iter = iter(plain)
         out: list[tuple[Task, bool]] = []
         for n in news:

@@ -13,13 +13,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ReturnDocument, WriteConcern
+from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
 from relayq.core.relayer.baskets import LAMPORTS_PER_SOL
-from relayq.core.store import now, with_transient_retry
+from relayq.core.store import WRITE_CONCERN, now, with_transient_retry
 
 
 class SwapState(StrEnum):
@@ -122,7 +122,7 @@ class PurchaseStore:
 
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
         db = client[database]
-        majority = WriteConcern(w="majority")
+        majority = WRITE_CONCERN
         self.purchases: AsyncCollection[dict[str, Any]] = db.get_collection(
             "purchases", write_concern=majority
         )
@@ -222,8 +222,8 @@ class PurchaseStore:
         """Base units held for a wallet, per mint: the sum of its recorded purchases.
 
         Derived from the insert-only history rather than kept by `$inc`, so
-        concurrent records can never lose an update (FerretDB's updates are not
-        atomic under concurrency) and a replayed record never counts twice.
+        concurrent records never contend on one document and a replayed record
+        never counts twice.
         """
         totals: dict[str, int] = {}
         async for entry in self.history.find({"wallet": wallet}, {"tokens": 1}):
