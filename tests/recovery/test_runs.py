@@ -22,6 +22,7 @@ from relayq.core.priorities import Priority
 from relayq.core.settings import SettingsError
 from relayq.core.store import now
 from relayq.recovery.lock import LockLost, RunLock
+from relayq.recovery.retention import TTL_INDEX
 from relayq.recovery.settings import RecoverySettings
 from tests.conftest import settings_env
 from tests.recovery.helpers import backdate, held, insert, move, recovery, run, run_process
@@ -114,7 +115,7 @@ async def test_a_run_prints_a_json_summary_and_exits_zero(clients: Clients) -> N
         {"_id": done.id}, {"$set": {"finished_at": now() - timedelta(days=8)}}
     )
 
-    result = run_process(clients.settings)
+    result = run_process(clients.settings, RELAYQ_RETENTION_TTL_INDEX="off")
 
     assert result.returncode == 0, result.stderr
     summary = result.summary()
@@ -195,7 +196,7 @@ def test_loop_mode_runs_repeatedly_until_sigterm(clients: Clients) -> None:
 # -- retention -------------------------------------------------------------------
 
 
-async def test_retention_deletes_only_old_finished_tasks_where_ttl_is_missing(
+async def test_retention_without_a_ttl_index_deletes_only_old_finished_tasks(
     clients: Clients,
 ) -> None:
     old = now() - timedelta(days=8)
@@ -211,14 +212,61 @@ async def test_retention_deletes_only_old_finished_tasks_where_ttl_is_missing(
         {"_id": recent.id}, {"$set": {"finished_at": now() - timedelta(days=6)}}
     )
 
-    summary = await run(clients, max_deletes=1)
+    summary = await run(clients, max_deletes=1, ttl_index=False)
     assert summary.retention is not None
     assert summary.retention.to_public() == {"mode": "bounded-delete", "deleted": 1}
-    assert (await run(clients)).retention.deleted == 1  # type: ignore[union-attr]
-    assert (await run(clients)).retention.deleted == 0  # type: ignore[union-attr]
+    assert (await run(clients, ttl_index=False)).retention.deleted == 1  # type: ignore[union-attr]
+    assert (await run(clients, ttl_index=False)).retention.deleted == 0  # type: ignore[union-attr]
 
     left = {d["_id"] for d in await clients.store.tasks.find({}, {"_id": 1}).to_list()}
     assert left == {recent.id, unfinished.id}
+    names = [i["name"] async for i in await clients.store.tasks.list_indexes()]
+    assert TTL_INDEX not in names
+
+
+async def test_retention_keeps_a_ttl_index_on_finished_at_and_retunes_it(clients: Clients) -> None:
+    summary = await run(clients, retention_seconds=3600)
+    assert summary.retention is not None and summary.retention.mode == "ttl-index"
+    assert await _ttl_seconds(clients) == 3600
+
+    await run(clients, retention_seconds=7200)
+    assert await _ttl_seconds(clients) == 7200
+
+
+async def test_retention_deletes_what_a_ttl_index_left_long_past_retention(
+    clients: Clients,
+) -> None:
+    # A server may accept a TTL index and never expire anything: tasks past
+    # retention and the lag are deleted by the run; those within the lag are
+    # the TTL monitor's to expire, and unfinished ones nobody's.
+    behind = [
+        await move(clients, await insert(clients), TaskState.ACTIVE, TaskState.COMPLETED)
+        for _ in range(3)
+    ]
+    within_lag = await move(clients, await insert(clients), TaskState.ACTIVE, TaskState.FAILED)
+    unfinished = await insert(clients)
+    for t in (*behind, unfinished):
+        await clients.store.tasks.update_one(
+            {"_id": t.id}, {"$set": {"finished_at": now() - timedelta(days=30)}}
+        )
+    await clients.store.tasks.update_one(
+        {"_id": within_lag.id}, {"$set": {"finished_at": now() - timedelta(days=7, minutes=30)}}
+    )
+
+    summary = await run(clients, ttl_lag_seconds=3600)
+
+    assert summary.retention is not None and summary.retention.mode == "ttl-index"
+    left = {d["_id"] for d in await clients.store.tasks.find({}, {"_id": 1}).to_list()}
+    assert not {t.id for t in behind} & left and unfinished.id in left
+    # The server's own TTL monitor may have got to some of them first.
+    assert 0 < summary.retention.deleted <= 3 or within_lag.id not in left
+
+
+async def _ttl_seconds(clients: Clients) -> int | None:
+    async for index in await clients.store.tasks.list_indexes():
+        if index["name"] == TTL_INDEX:
+            return int(index["expireAfterSeconds"])
+    return None
 
 
 async def test_retention_zero_keeps_everything(clients: Clients) -> None:

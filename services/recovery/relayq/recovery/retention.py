@@ -1,15 +1,21 @@
 """Retention of finished tasks: a TTL index where the server has one, bounded deletes otherwise.
 
 MongoDB expires documents through a TTL index on `finished_at` (unfinished
-tasks hold null there, which a TTL index never expires). FerretDB has no TTL
-indexes: it refuses the option with NotImplemented, and says what it is in
-`buildInfo`; there, each run deletes up to `max_deletes` expired tasks.
+tasks hold null there, which a TTL index never expires). A server may refuse
+the index (NotImplemented), and one may accept it and never expire anything
+(mongo-java-server does): a server's word is not proof, so retention judges by
+behaviour. Each run also deletes, up to `max_deletes`, the finished tasks a
+TTL index should have expired `ttl_lag_seconds` ago (MongoDB's TTL monitor runs
+every 60 s); on a healthy server that finds nothing, and when it does find
+some, the run says so in a warning. Without a TTL index the run deletes every
+task past retention itself.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.errors import OperationFailure
@@ -25,10 +31,19 @@ COMMAND_NOT_SUPPORTED = 115
 INDEX_OPTIONS_CONFLICT = 85
 FINISHED = [TaskState.COMPLETED.value, TaskState.FAILED.value]
 
+log = logging.getLogger("relayq.recovery.retention")
+
 
 @dataclass(frozen=True)
 class Retention:
-    """How retention was applied: `ttl-index`, `bounded-delete` or `off`; what was deleted."""
+    """How retention was applied and what this run deleted itself.
+
+    Attributes:
+        mode: `ttl-index` (the server expires tasks; the run only backs it up),
+            `bounded-delete` (no TTL index: the run deletes) or `off`.
+        deleted: tasks this run deleted; under `ttl-index`, the ones the server's
+            TTL monitor had left `ttl_lag_seconds` past retention.
+    """
 
     mode: str
     deleted: int = 0
@@ -37,17 +52,24 @@ class Retention:
         return {"mode": self.mode, "deleted": self.deleted}
 
 
-async def supports_ttl(store: TaskStore) -> bool:
-    info = await store.client.admin.command("buildInfo")
-    return "ferretdbVersion" not in info
-
-
 async def apply_retention(store: TaskStore, settings: RecoverySettings) -> Retention:
     if settings.retention_seconds <= 0:
         return Retention("off")
-    if await supports_ttl(store) and await _ensure_ttl_index(store, settings):
-        return Retention("ttl-index")
-    return Retention("bounded-delete", await _delete_expired(store, settings))
+    if settings.ttl_index and await _ensure_ttl_index(store, settings):
+        cutoff = now() - timedelta(seconds=settings.retention_seconds + settings.ttl_lag_seconds)
+        behind = await delete_finished_before(store, cutoff, settings.max_deletes)
+        if behind:
+            log.warning(
+                "the server keeps a TTL index on finished_at but left %d tasks more than %ds"
+                " past retention: its TTL monitor is not expiring them; deleted them here",
+                behind,
+                int(settings.ttl_lag_seconds),
+            )
+        return Retention("ttl-index", behind)
+    cutoff = now() - timedelta(seconds=settings.retention_seconds)
+    return Retention(
+        "bounded-delete", await delete_finished_before(store, cutoff, settings.max_deletes)
+    )
 
 
 async def _ensure_ttl_index(store: TaskStore, settings: RecoverySettings) -> bool:
@@ -72,12 +94,12 @@ async def _ensure_ttl_index(store: TaskStore, settings: RecoverySettings) -> boo
     return True
 
 
-async def _delete_expired(store: TaskStore, settings: RecoverySettings) -> int:
-    cutoff = now() - timedelta(seconds=settings.retention_seconds)
+async def delete_finished_before(store: TaskStore, cutoff: datetime, max_deletes: int) -> int:
+    """Delete up to `max_deletes` completed or failed tasks finished before `cutoff`."""
     query = {"state": {"$in": FINISHED}, "finished_at": {"$lt": cutoff}}
     deleted = 0
-    while deleted < settings.max_deletes:
-        limit = min(DELETE_BATCH, settings.max_deletes - deleted)
+    while deleted < max_deletes:
+        limit = min(DELETE_BATCH, max_deletes - deleted)
         docs = await with_transient_retry(
             lambda n=limit: store.tasks.find(query, {"_id": 1}).limit(n).to_list()  # type: ignore[misc]
         )

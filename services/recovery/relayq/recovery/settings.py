@@ -25,8 +25,15 @@ class RecoverySettings:
             (`RELAYQ_RECOVERY_LOCK_SECONDS`).
         max_tasks: lost tasks dispatched again per run; the rest wait for the
             next run (`RELAYQ_RECOVERY_MAX_TASKS`).
-        max_deletes: tasks deleted per run when the server has no TTL index
+        max_deletes: tasks deleted per run by the bounded delete
             (`RELAYQ_RETENTION_MAX_DELETES`).
+        ttl_index: expire finished tasks through a TTL index where the server
+            accepts one (`RELAYQ_RETENTION_TTL_INDEX`, default on); off, every
+            run deletes them itself, up to `max_deletes`.
+        ttl_lag_seconds: how far past retention a task may outlive a TTL index
+            before the run deletes it itself: the backstop for a server that
+            accepts TTL indexes but never expires documents
+            (`RELAYQ_RETENTION_TTL_LAG_SECONDS`).
         mongo_timeout_seconds: how long to wait for MongoDB before the run fails
             (`RELAYQ_RECOVERY_MONGO_TIMEOUT_SECONDS`).
     """
@@ -36,6 +43,8 @@ class RecoverySettings:
     lock_seconds: float = 120.0
     max_tasks: int = 10_000
     max_deletes: int = 10_000
+    ttl_index: bool = True
+    ttl_lag_seconds: float = 3600.0
     mongo_timeout_seconds: float = 5.0
 
     @classmethod
@@ -47,6 +56,10 @@ class RecoverySettings:
             lock_seconds=_number(env, "RELAYQ_RECOVERY_LOCK_SECONDS", cls.lock_seconds, 1),
             max_tasks=int(_number(env, "RELAYQ_RECOVERY_MAX_TASKS", cls.max_tasks, 1)),
             max_deletes=int(_number(env, "RELAYQ_RETENTION_MAX_DELETES", cls.max_deletes, 1)),
+            ttl_index=_flag(env, "RELAYQ_RETENTION_TTL_INDEX", cls.ttl_index),
+            ttl_lag_seconds=_number(
+                env, "RELAYQ_RETENTION_TTL_LAG_SECONDS", cls.ttl_lag_seconds, 0
+            ),
             mongo_timeout_seconds=_number(
                 env, "RELAYQ_RECOVERY_MONGO_TIMEOUT_SECONDS", cls.mongo_timeout_seconds, 0.1
             ),
@@ -64,3 +77,14 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     if not math.isfinite(value) or value < minimum:
         raise SettingsError(f"{name}={raw!r} must be a finite number of at least {minimum:g}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not one of true, false, 1, 0, yes, no, on, off")
