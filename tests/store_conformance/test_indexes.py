@@ -118,4 +118,4 @@ async def test_a_guarded_transition_is_served_by_the_id_index(store: TaskStore) 
         }
     )
     used = set(stages(winning(explain)))
-    assert "COLLSCAN" not in used, used
+    assert "COLLSCAN" not in used and used & INDEX_STAGES, used

@@ -63,17 +63,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     servers: list[LocalServer] = []
     children: list[subprocess.Popen[bytes]] = []
     try:
-        redis = redis_server(args.args.data_dir / "redis", _local_port(settings.redis_url, 6379))
+        redis = redis_server(args.data_dir / "redis", _local_port(settings.redis_url, 6379))
         servers.append(redis.start())
-        mongo = mongo_server(args.args.data_dir / "mongo", _local_port(settings.mongo_url, 27017))
+        mongo = mongo_server(args.data_dir / "mongo", _local_port(settings.mongo_url, 27017))
         servers.append(mongo.start())
         env = dict(os.environ)
         if "RELAYQ_SOLANA_RPC_URL" not in env:
             # No cluster named: a local chain, and the relayer pointed at it.
             port = int(env.get("RELAYQ_DEVCHAIN_PORT") or 8899)
-            chain = devchain_server(args.args.data_dir / "devchain", port)
+            chain = devchain_server(args.data_dir / "devchain", port)
             servers.append(chain.start())
-            for name, value in relayer_env(args.args.data_dir / "devchain" / "chain.json").items():
+            for name, value in relayer_env(args.data_dir / "devchain" / "chain.json").items():
                 env.setdefault(name, value)
             env.setdefault("RELAYQ_JITO_RPS", "40")
         env.setdefault("RELAYQ_API_KEY", secrets.token_urlsafe(24))
