@@ -30,7 +30,7 @@ install-test: tools-test
 	@$(MAKE) --no-print-directory venv
 
 run: install
-	@$(UV) run --no-sync relayq localstack
+	@$(UV) run --no-sync relayq-dev localstack
 
 test: install-test
 	@$(UV) run --no-sync pytest -q $(PYTEST_ARGS)
@@ -38,7 +38,7 @@ test: install-test
 lint: install
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync ruff format --check .
-	@$(UV) run --no-sync mypy -p relayq.core -p relayq.worker -p relayq.cli -p relayq.api -p relayq.recovery -p relayq.operator -p relayq.devchain
+	@$(UV) run --no-sync mypy -p relayq.core -p relayq.worker -p relayq.cli -p relayq.api -p relayq.recovery -p relayq.operator -p relayq.devchain -p relayq.dev
 
 bench: install-test
 	@$(UV) run --no-sync python -m bench.run

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from relayq.cli.servers import REPO_ROOT, free_port, wait_for_port
+from relayq.dev.servers import REPO_ROOT, free_port, wait_for_port
 
 REQUEST_TIMEOUT_S = 10.0
 

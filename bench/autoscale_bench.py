@@ -30,11 +30,11 @@ from typing import Any
 
 from kubernetes import client
 
-from relayq.cli.servers import REPO_ROOT, redis_server
 from relayq.core.clients import connect_redis
 from relayq.core.ids import new_task_id
 from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue
+from relayq.dev.servers import REPO_ROOT, redis_server
 from tests.kube.cluster import KubeCluster
 from tests.operator.kubeobjects import (
     OPERATOR_SA,

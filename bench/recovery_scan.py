@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from relayq.cli.servers import redis_server
 from relayq.core.clients import connect_redis
 from relayq.core.ids import new_task_id
 from relayq.core.keys import Keys
 from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue
+from relayq.dev.servers import redis_server
 from relayq.recovery.lock import script
 from relayq.recovery.presence import scan
 

@@ -33,7 +33,7 @@ import redis
 from bench import relayq_bench
 from bench.api_bench import measure_api
 from bench.competitors import arq_bench, bullmq_bench, common, saq_bench, taskiq_bench
-from relayq.cli.servers import LocalServer, mongo_server, redis_server
+from relayq.dev.servers import LocalServer, mongo_server, redis_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results.json"

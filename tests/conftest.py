@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from redis import Redis as SyncRedis
 
-from relayq.cli.servers import REPO_ROOT, LocalServer, mongo_server, redis_server
 from relayq.core.clients import Clients, open_clients
 from relayq.core.settings import Settings
+from relayq.dev.servers import REPO_ROOT, LocalServer, mongo_server, redis_server
 
 if TYPE_CHECKING:
     from tests.kube.cluster import KubeCluster

@@ -13,7 +13,7 @@ from pathlib import Path
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from relayq.cli.servers import LocalServer, redis_server, replica_server, sentinel_server
+from relayq.dev.servers import LocalServer, redis_server, replica_server, sentinel_server
 
 MASTER_NAME = "mymaster"
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from relayq.cli.relayer_env import relayer_env
-from relayq.cli.servers import (
+from relayq.core.priorities import Priority
+from relayq.core.settings import Settings
+from relayq.dev.relayer_env import relayer_env
+from relayq.dev.servers import (
     REPO_ROOT,
     LocalServer,
     devchain_server,
@@ -26,8 +28,6 @@ from relayq.cli.servers import (
     mongo_server,
     wait_for_port,
 )
-from relayq.core.priorities import Priority
-from relayq.core.settings import Settings
 from tests.chaos.redis_group import RedisGroup
 from tests.conftest import WorkerProcess, settings_env
 

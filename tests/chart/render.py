@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from relayq.cli.servers import REPO_ROOT
+from relayq.dev.servers import REPO_ROOT
 
 CHART = REPO_ROOT / "deploy" / "helm" / "relayq"
 CI_VALUES = sorted((CHART / "ci").glob("[0-9][0-9]-*-values.yaml"))

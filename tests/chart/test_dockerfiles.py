@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from relayq.cli.main import build_parser
-from relayq.cli.servers import REPO_ROOT
+from relayq.dev.servers import REPO_ROOT
 from tests.chart.dockerfile import Dockerfile, parse, parse_instructions
 
 # image -> (Dockerfile, the workspace package it must install, ports it must expose)
@@ -142,3 +142,30 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
     assert {".git", ".venv", ".tools", "tests"} <= ignored
     # What the Dockerfiles copy must not be ignored.
     assert not ({"services", "operator", "uv.lock", "pyproject.toml"} & ignored)
+
+
+def _lock_closure(roots: set[str]) -> set[str]:
+    """Every package uv.lock installs for `roots` (without dev groups or extras)."""
+    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
+    deps = {p["name"]: [d["name"] for d in p.get("dependencies", [])] for p in lock["package"]}
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += deps.get(name, [])
+    return seen
+
+
+def _image_packages(name: str) -> set[str]:
+    build_runs = _run_text([i.value for s in _image(name).stages[:-1] for i in s.all("RUN")])
+    return set(re.findall(r"--package (\S+)", build_runs))
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_no_image_installs_the_local_development_tools(name: str) -> None:
+    # The local chain and the local-stack launchers are for development only.
+    installed = _lock_closure(_image_packages(name))
+    assert installed & {"relayq-devchain", "relayq-dev"} == set()
+    assert "relayq-core" in installed

@@ -21,7 +21,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import ReadOnlyError, RedisError
 
-from relayq.cli.servers import free_port
+from relayq.dev.servers import free_port
 from tests.chart.render import RELEASE, template
 
 PASSWORD = "s3cret-Pass"

@@ -28,7 +28,7 @@ from spl.token.constants import TOKEN_PROGRAM_ID
 from spl.token.instructions import transfer_checked
 from spl.token.models import TransferCheckedParams
 
-from relayq.cli.servers import LocalServer, devchain_server
+from relayq.dev.servers import LocalServer, devchain_server
 from relayq.devchain.seed import read_keypair
 
 SLOT_MS = 50

@@ -262,8 +262,8 @@ async def test_versioned_transaction_and_get_transaction_rules(
     ).value is None
 
 
-def test_cli_has_a_devchain_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    from relayq.cli.main import main
+def test_the_dev_command_has_a_devchain_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    from relayq.dev.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["devchain", "--help"])

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from relayq.cli.servers import REPO_ROOT, free_port, wait_for_port
 from relayq.core.settings import Settings
+from relayq.dev.servers import REPO_ROOT, free_port, wait_for_port
 from tests.conftest import settings_env
 
 

@@ -28,11 +28,11 @@ from schemathesis.specs.openapi import definitions
 
 from relayq.api.app import create_app
 from relayq.api.openapi import openapi_document
-from relayq.cli.relayer_env import relayer_env
-from relayq.cli.servers import LocalServer, devchain_server, free_port
 from relayq.core.catalog import load_registry
 from relayq.core.chain.settings import ChainSettings
 from relayq.core.settings import Settings
+from relayq.dev.relayer_env import relayer_env
+from relayq.dev.servers import LocalServer, devchain_server, free_port
 from tests.gateway import ADMIN, CLIENT, api_settings
 
 MAX_EXAMPLES = 20

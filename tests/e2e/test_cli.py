@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from relayq.cli.servers import free_port
 from relayq.core.clients import Clients
 from relayq.core.ids import is_task_id
 from relayq.core.jobs import Task, TaskState
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
+from relayq.dev.servers import free_port
 from tests.conftest import settings_env
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from relayq.cli.servers import REPO_ROOT, free_port
 from relayq.core.settings import Settings
+from relayq.dev.servers import REPO_ROOT, free_port
 from tests.conftest import settings_env
 
 
@@ -45,7 +45,7 @@ def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
     )
     out = (tmp_path / "localstack.log").open("w+")
     stack = subprocess.Popen(
-        [sys.executable, "-m", "relayq.cli", "localstack", "--data-dir", str(tmp_path / "run"),
+        [sys.executable, "-m", "relayq.dev", "localstack", "--data-dir", str(tmp_path / "run"),
          "--metrics-base-port", "0"],
         env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
     )  # fmt: skip

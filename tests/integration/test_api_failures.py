@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from relayq.cli.servers import free_port
 from relayq.core.clients import Clients
 from relayq.core.jobs import TaskState
 from relayq.core.settings import Settings
+from relayq.dev.servers import free_port
 from tests.gateway import ADMIN, CLIENT, PROBLEM_TYPE, dispatched, make_dead, problem
 from tests.integration.conftest import Api, MakeApi
 

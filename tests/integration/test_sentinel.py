@@ -17,12 +17,12 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.exceptions import AuthenticationError, ConnectionError
 
-from relayq.cli.servers import redis_server
 from relayq.core.clients import Clients, open_clients, redis_database, redis_for
 from relayq.core.jobs import TaskState
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.core.settings import Settings, SettingsError
+from relayq.dev.servers import redis_server
 from relayq.recovery.settings import RecoverySettings
 from relayq.recovery.sweep import Recovery
 from tests.chaos.redis_group import RedisGroup

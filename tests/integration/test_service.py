@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from relayq.cli.servers import free_port
 from relayq.core.clients import Clients, open_clients
 from relayq.core.jobs import InvalidPayload, JobError, TaskState, UnknownJobType
 from relayq.core.priorities import Priority
 from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH, MAX_DELAY_SECONDS, JobRequest
+from relayq.dev.servers import free_port
 from tests.gateway import make_dead
 
 

@@ -14,11 +14,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from relayq.cli.servers import free_port
 from relayq.core import tracing
 from relayq.core.clients import Clients
 from relayq.core.jobs import Task, TaskState
 from relayq.core.settings import Settings
+from relayq.dev.servers import free_port
 from tests.conftest import InProcessWorker, wait_until
 from tests.gateway import CLIENT
 from tests.integration.conftest import Api, MakeApi

@@ -183,7 +183,7 @@ async def test_a_worker_exports_prometheus_metrics_on_its_port(
 ) -> None:
     import urllib.request
 
-    from relayq.cli.servers import free_port
+    from relayq.dev.servers import free_port
 
     port = free_port()
     start_worker("medium", RELAYQ_METRICS_PORT=str(port))

@@ -36,7 +36,7 @@ from types import TracebackType
 
 from kubernetes import client, config
 
-from relayq.cli.servers import REPO_ROOT, TOOLS_BIN, free_port, wait_for_port
+from relayq.dev.servers import REPO_ROOT, TOOLS_BIN, free_port, wait_for_port
 from tests.kube.pki import ClusterPki, make_pki
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")

@@ -13,7 +13,7 @@ from typing import TypeVar
 import pytest
 from kubernetes import client
 
-from relayq.cli.servers import REPO_ROOT
+from relayq.dev.servers import REPO_ROOT
 from tests.kube.cluster import (
     BINARIES,
     KubeCluster,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-from relayq.cli.servers import REPO_ROOT
+from relayq.dev.servers import REPO_ROOT
 
 GENERATOR = REPO_ROOT / "deploy/observability/dashboards.py"
 DASHBOARD_DIR = REPO_ROOT / "deploy/helm/relayq/files/dashboards"

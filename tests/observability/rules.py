@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from relayq.cli.servers import REPO_ROOT
+from relayq.dev.servers import REPO_ROOT
 
 RULES = REPO_ROOT / "deploy/helm/relayq/files/alerts/relayq.rules.yaml"
 RULE_TESTS = REPO_ROOT / "tests/observability/alerts_test.yaml"

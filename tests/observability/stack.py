@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from relayq.cli.servers import LocalServer, free_port
+from relayq.dev.servers import LocalServer, free_port
 from tests.observability.rules import RULES, binary, load_yaml
 
 # Fast enough that a test sees a scrape, a rule evaluation and a notification

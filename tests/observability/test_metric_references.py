@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from relayq.cli.servers import REPO_ROOT
+from relayq.dev.servers import REPO_ROOT
 from tests.observability.dashboards import committed, queries
 from tests.observability.rules import RULES, load_yaml
 

@@ -9,12 +9,12 @@ from prometheus_client import REGISTRY
 from pytest_aiohttp import AiohttpClient
 
 from relayq.api.app import create_app
-from relayq.cli.servers import free_port
 from relayq.core.clients import Clients
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.core.settings import Settings
 from relayq.core.telemetry import refresh_queue_gauges
+from relayq.dev.servers import free_port
 from tests.gateway import api_settings
 
 

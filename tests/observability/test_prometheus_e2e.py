@@ -24,8 +24,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from relayq.cli.servers import REPO_ROOT, LocalServer, free_port, wait_for_port
 from relayq.core.settings import Settings
+from relayq.dev.servers import REPO_ROOT, LocalServer, free_port, wait_for_port
 from tests.conftest import WorkerProcess, settings_env, wait_until
 from tests.observability.dashboards import committed, queries
 from tests.observability.rules import RUNBOOK_BASE

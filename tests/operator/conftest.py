@@ -14,9 +14,9 @@ from kopf.testing import KopfRunner
 from kubernetes import client
 from redis import Redis as SyncRedis
 
-from relayq.cli.servers import LocalServer
 from relayq.core.clients import connect_redis
 from relayq.core.queue import Queue
+from relayq.dev.servers import LocalServer
 from relayq.operator.handlers import OperatorConfig, build_registry
 from tests.operator.kubeobjects import (
     OPERATOR_SA,

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 
-from relayq.cli.servers import REPO_ROOT
+from relayq.dev.servers import REPO_ROOT
 
 CHART = REPO_ROOT / "deploy" / "helm" / "relayq"
 CRD_FILE = CHART / "crds" / "workerautoscaler.yaml"

@@ -12,10 +12,10 @@ from typing import Any
 from kubernetes import client
 from prometheus_client import REGISTRY
 
-from relayq.cli.servers import free_port
 from relayq.core.ids import new_task_id
 from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue
+from relayq.dev.servers import free_port
 from relayq.operator.kube import DELETION_COST
 from tests.operator.conftest import RunOperator
 from tests.operator.kubeobjects import (

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from redis.exceptions import RedisError
 
-from relayq.cli.servers import LocalServer, find_binary, free_port
 from relayq.core.ids import new_task_id
 from relayq.core.keys import Keys
 from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue
+from relayq.dev.servers import LocalServer, find_binary, free_port
 from relayq.operator.queue_reading import (
     RedisPools,
     RedisTarget,

@@ -9,12 +9,12 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from relayq.cli.servers import REPO_ROOT
 from relayq.core.clients import Clients
 from relayq.core.jobs import Task, TaskState
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
 from relayq.core.store import NewTask, now
+from relayq.dev.servers import REPO_ROOT
 from relayq.recovery.settings import RecoverySettings
 from relayq.recovery.sweep import Recovery, Summary
 from tests.conftest import settings_env

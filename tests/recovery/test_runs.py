@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relayq.cli.servers import REPO_ROOT, free_port
 from relayq.core.clients import Clients
 from relayq.core.jobs import TaskState
 from relayq.core.priorities import Priority
 from relayq.core.settings import SettingsError
 from relayq.core.store import now
+from relayq.dev.servers import REPO_ROOT, free_port
 from relayq.recovery.lock import LockLost, RunLock
 from relayq.recovery.retention import TTL_INDEX
 from relayq.recovery.settings import RecoverySettings

@@ -20,13 +20,13 @@ from solders.pubkey import Pubkey
 from spl.token.instructions import get_associated_token_address
 
 from relayq.api.app import create_app
-from relayq.cli.relayer_env import relayer_env
-from relayq.cli.servers import LocalServer, devchain_server
 from relayq.core.chain.settings import ChainSettings
 from relayq.core.clients import Clients
 from relayq.core.relayer import jobs as relayer_jobs
 from relayq.core.relayer.relayer import Relayer, open_relayer
 from relayq.core.settings import Settings
+from relayq.dev.relayer_env import relayer_env
+from relayq.dev.servers import LocalServer, devchain_server
 from tests.gateway import api_settings
 from tests.integration.conftest import Api
 

@@ -22,8 +22,8 @@ from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from relayq.cli.servers import mongo_server
 from relayq.core.store import WRITE_CONCERN, connect_mongo
+from relayq.dev.servers import mongo_server
 from tests.store_conformance.conftest import REMOTE
 
 WRITERS = 16

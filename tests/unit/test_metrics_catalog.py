@@ -12,8 +12,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 from redis.asyncio import Redis
 
-from relayq.cli.servers import REPO_ROOT, LocalServer
 from relayq.core.keys import Keys
+from relayq.dev.servers import REPO_ROOT, LocalServer
 
 CATALOG = REPO_ROOT / "docs/metrics.md"
 # Every module that defines relayq metrics.

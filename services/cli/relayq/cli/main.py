@@ -107,8 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker_arguments(worker)
 
     sub.add_parser("api", help="serve the HTTP gateway")
-    sub.add_parser("localstack", help="run the whole system on local servers (make run)")
-    sub.add_parser("devchain", help="run the local Solana chain (LiteSVM) with the Jito API")
     from relayq.recovery.main import add_arguments as recovery_arguments
 
     recovery_arguments(sub.add_parser("recovery", help="re-dispatch lost jobs, apply retention"))
@@ -158,16 +156,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         from relayq.api.main import main as api_main
 
         api_main(argv[1:])
-        return
-    if argv and argv[0] == "localstack":
-        from relayq.cli.localstack import main as localstack_main
-
-        localstack_main(argv[1:])
-        return
-    if argv and argv[0] == "devchain":
-        from relayq.devchain.server import main as devchain_main
-
-        devchain_main(argv[1:])
         return
     if argv and argv[0] == "recovery":
         from relayq.recovery.main import main as recovery_main

@@ -1,4 +1,4 @@
-"""`python -m relayq.devchain`: the same as `relayq devchain`."""
+"""`python -m relayq.devchain`: the same as `relayq-dev devchain`."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ log = logging.getLogger("relayq.devchain")
 
 @dataclass(frozen=True)
 class DevchainConfig:
-    """Command-line options of `relayq devchain`."""
+    """Command-line options of `relayq-dev devchain`."""
 
     host: str = "127.0.0.1"
     port: int = 8899
@@ -338,7 +338,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="relayq devchain",
+        prog="relayq-dev devchain",
         description="A local Solana chain (LiteSVM) behind the Solana RPC and Jito bundle APIs.",
     )
     add_arguments(parser)

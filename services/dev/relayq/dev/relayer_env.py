@@ -1,4 +1,4 @@
-"""Relayer settings for a local chain, from the manifest `relayq devchain` writes.
+"""Relayer settings for a local chain, from the manifest `relayq-dev devchain` writes.
 
 Used by `make run` and the tests: the same variables point the services at a
 real cluster, a block engine and a swap API in production.

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from relayq.cli.relayer_env import relayer_env
-from relayq.cli.servers import (
+from relayq.core.priorities import Priority
+from relayq.core.settings import Settings
+from relayq.dev.relayer_env import relayer_env
+from relayq.dev.servers import (
     REPO_ROOT,
     LocalServer,
     devchain_server,
@@ -29,8 +31,6 @@ from relayq.cli.servers import (
     redis_server,
     wait_for_port,
 )
-from relayq.core.priorities import Priority
-from relayq.core.settings import Settings
 
 FIRST_METRICS_PORT = 9101
 RECOVERY_EVERY_SECONDS = 30
@@ -45,7 +45,7 @@ def _local_port(url: str, default: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="relayq localstack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="relayq-dev localstack", description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".run")
     parser.add_argument("--for", dest="duration", type=float, help="stop after this many seconds")
     parser.add_argument(
