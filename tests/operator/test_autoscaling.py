@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import urllib.request
 from typing import Any
 
-from kubernetes import client
+from kubernetes import client, watch
 from prometheus_client import REGISTRY
 
 from relayq.core.ids import new_task_id
@@ -256,25 +257,42 @@ async def test_busy_pods_get_a_deletion_cost_and_survive_the_scale_down(
             scaleDown={"stabilizationWindowSeconds": 2},
         ),
     )
-    seen: dict[str, str | None] = {}
+    # A watch, not polling: KWOK deletes a pod at once, so a poll can miss the
+    # annotation a removed pod carried; every event of a pod shows it.
+    seen: dict[str, str] = {}
+    stop = threading.Event()
 
-    def scaled_down() -> bool:
-        # Terminating pods too: the ones the scale-down removes carry the annotation.
-        listed = client.CoreV1Api(admin).list_namespaced_pod(
-            namespace, label_selector="app=worker-critical"
-        )
-        for pod in listed.items:
-            cost = (pod.metadata.annotations or {}).get(DELETION_COST)
-            if cost is not None:
-                seen[pod.metadata.name] = cost
-        return spec_replicas(admin, namespace, "worker-critical") == 1
+    def record() -> None:
+        pods = watch.Watch()
+        while not stop.is_set():
+            for event in pods.stream(
+                client.CoreV1Api(admin).list_namespaced_pod,
+                namespace,
+                label_selector="app=worker-critical",
+                timeout_seconds=1,
+            ):
+                pod = event["object"]
+                cost = (pod.metadata.annotations or {}).get(DELETION_COST)
+                if cost is not None:
+                    seen[pod.metadata.name] = cost
+                if stop.is_set():
+                    pods.stop()
 
+    recorder = threading.Thread(target=record, daemon=True)
+    recorder.start()
     with run_operator():
-        wait_for("the scale-down to 1", scaled_down, timeout=15, interval=0.05)
+        wait_for(
+            "the scale-down to 1",
+            lambda: spec_replicas(admin, namespace, "worker-critical") == 1,
+            timeout=15,
+            interval=0.05,
+        )
         wait_for(
             "one pod left",
             lambda: running_pods(admin, namespace, "worker-critical") == [busy],
         )
+    stop.set()
+    recorder.join(10)
     assert seen[busy] == "500"
     assert all(seen.get(name) == "0" for name in names if name != busy), seen
 

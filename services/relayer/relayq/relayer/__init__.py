@@ -1,0 +1,1 @@
+"""The token relayer: purchases (swap via a Jito bundle), the exactly-once transfer, the records."""

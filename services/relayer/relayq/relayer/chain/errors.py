@@ -1,0 +1,27 @@
+"""Errors of the chain clients, split by what the caller should do about them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ChainError(Exception):
+    """A chain service could not do what was asked."""
+
+
+class ChainUnavailable(ChainError):
+    """The service did not answer usefully (transport error, timeout, 5xx, 429): try again later."""
+
+
+class ChainRejected(ChainError):
+    """The service answered with an error about the request itself.
+
+    Attributes:
+        code: the JSON-RPC error code.
+        data: the error's data member, when given.
+    """
+
+    def __init__(self, message: str, code: int | None = None, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data

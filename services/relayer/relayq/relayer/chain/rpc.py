@@ -1,0 +1,180 @@
+"""The Solana JSON-RPC calls the relayer makes, through solana-py's AsyncClient.
+
+Every call is timed and counted; transport errors, timeouts and HTTP errors
+become ChainUnavailable (retry later), JSON-RPC error answers ChainRejected.
+Reads are retried here with backoff; a send is not, because the caller's
+protocol decides when to send again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from solana.exceptions import SolanaRpcException
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Confirmed
+from solana.rpc.core import RPCException
+from solana.rpc.models import TxOpts
+from solders.hash import Hash
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+
+from relayq.relayer.chain.errors import ChainRejected, ChainUnavailable
+from relayq.relayer.chain.metrics import CHAIN_REQUEST_SECONDS, CHAIN_REQUESTS
+from relayq.relayer.chain.retrying import with_retries
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Blockhash:
+    """A recent blockhash and the last block height at which a transaction using it can land."""
+
+    value: Hash
+    last_valid_block_height: int
+
+
+@dataclass(frozen=True)
+class SignatureState:
+    """What the cluster knows of a signature.
+
+    Attributes:
+        slot: the slot it was processed in.
+        error: the transaction error, None when it succeeded.
+        confirmation: processed, confirmed or finalized.
+    """
+
+    slot: int
+    error: str | None
+    confirmation: str
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None
+
+    @property
+    def confirmed(self) -> bool:
+        return self.confirmation in ("confirmed", "finalized")
+
+
+class SolanaRpc:
+    """The RPC calls of the relayer, on one pooled HTTP client."""
+
+    def __init__(self, url: str, timeout_seconds: float = 5.0) -> None:
+        self.url = url
+        self.client = AsyncClient(url, commitment=Confirmed, timeout=timeout_seconds)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _call(self, method: str, op: Callable[[], Awaitable[T]]) -> T:
+        t0 = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await op()
+        except RPCException as exc:
+            outcome = "error"
+            raise _rejected(exc) from exc
+        except (SolanaRpcException, TimeoutError, OSError) as exc:
+            outcome = "unavailable"
+            raise ChainUnavailable(f"solana rpc {method}: {exc}") from exc
+        finally:
+            CHAIN_REQUESTS.labels(service="rpc", method=method, outcome=outcome).inc()
+            CHAIN_REQUEST_SECONDS.labels(service="rpc", method=method).observe(
+                time.perf_counter() - t0
+            )
+
+    async def _read(self, method: str, op: Callable[[], Awaitable[T]]) -> T:
+        return await with_retries(lambda: self._call(method, op))
+
+    async def latest_blockhash(self) -> Blockhash:
+        resp = await self._read("getLatestBlockhash", lambda: self.client.get_latest_blockhash())
+        return Blockhash(resp.value.blockhash, resp.value.last_valid_block_height)
+
+    async def block_height(self) -> int:
+        resp = await self._read("getBlockHeight", lambda: self.client.get_block_height())
+        return int(resp.value)
+
+    async def balance(self, owner: Pubkey) -> int:
+        resp = await self._read("getBalance", lambda: self.client.get_balance(owner))
+        return int(resp.value)
+
+    async def token_balance(self, account: Pubkey) -> int:
+        """Base units held by a token account; 0 when the account does not exist."""
+
+        async def op() -> int:
+            try:
+                resp = await self.client.get_token_account_balance(account)
+            except RPCException as exc:
+                if (
+                    "could not find account" in str(exc).lower()
+                    or "invalid param" in str(exc).lower()
+                ):
+                    return 0
+                raise
+            return int(resp.value.amount)
+
+        return await self._read("getTokenAccountBalance", op)
+
+    async def account_data(self, account: Pubkey) -> bytes | None:
+        """An account's data, None when it does not exist."""
+
+        async def op() -> bytes | None:
+            resp = await self.client.get_account_info(account)
+            return None if resp.value is None else bytes(resp.value.data)
+
+        return await self._read("getAccountInfo", op)
+
+    async def statuses(self, signatures: Sequence[Signature]) -> list[SignatureState | None]:
+        """The cluster's knowledge of each signature (None: unknown), history included."""
+
+        async def op() -> list[SignatureState | None]:
+            resp = await self.client.get_signature_statuses(
+                list(signatures), search_transaction_history=True
+            )
+            out: list[SignatureState | None] = []
+            for status in resp.value:
+                if status is None:
+                    out.append(None)
+                    continue
+                level = status.confirmation_status
+                out.append(
+                    SignatureState(
+                        slot=status.slot,
+                        error=None if status.err is None else str(status.err),
+                        confirmation=_confirmation(level),
+                    )
+                )
+            return out
+
+        return await self._read("getSignatureStatuses", op)
+
+    async def send(self, tx: VersionedTransaction) -> Signature:
+        """Send signed bytes once. The caller looks the signature up rather than trusting this."""
+
+        async def op() -> Signature:
+            resp = await self.client.send_raw_transaction(
+                bytes(tx), TxOpts(skip_preflight=True, max_retries=0)
+            )
+            return resp.value
+
+        return await self._call("sendTransaction", op)
+
+
+def _confirmation(level: Any) -> str:
+    if level is None:
+        return "processed"
+    text = str(level).rsplit(".", 1)[-1].lower()
+    return text if text in ("processed", "confirmed", "finalized") else "processed"
+
+
+def _rejected(exc: RPCException) -> ChainRejected:
+    err = exc.args[0] if exc.args else None
+    code = getattr(err, "code", None)
+    message = getattr(err, "message", None) or str(exc)
+    data = getattr(err, "data", None)
+    return ChainRejected(f"solana rpc: {message}", code=code, data=data)

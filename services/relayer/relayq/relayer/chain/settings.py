@@ -1,0 +1,118 @@
+"""Where the chain services are and which keys the relayer signs with (`RELAYQ_*` variables).
+
+Every variable is listed in the README's relayer settings table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from relayq.core.settings import SettingsError, _number
+
+
+class SwapSourceKind(StrEnum):
+    """Where swap instructions come from."""
+
+    JUPITER = "jupiter"
+    TREASURY = "treasury"
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    """The relayer's chain configuration.
+
+    Attributes:
+        rpc_url: Solana JSON-RPC endpoint (`RELAYQ_SOLANA_RPC_URL`).
+        jito_url: Jito block engine base URL; bundles go to `<url>/api/v1/bundles`
+            (`RELAYQ_JITO_URL`).
+        jito_requests_per_second: the block engine's rate limit for this client (`RELAYQ_JITO_RPS`).
+        tip_lamports: the tip paid to a random tip account inside the swap transaction
+            (`RELAYQ_JITO_TIP_LAMPORTS`).
+        swap_source: `jupiter` (a Jupiter-compatible swap API) or `treasury` (a local
+            treasury that sells at the basket's fixed prices) (`RELAYQ_SWAP_SOURCE`).
+        swap_api_url: the Jupiter-compatible API base, e.g. https://lite-api.jup.ag/swap/v1
+            (`RELAYQ_SWAP_API_URL`).
+        slippage_bps: slippage allowed on a Jupiter quote (`RELAYQ_SLIPPAGE_BPS`).
+        relayer_keypair_file: the relayer's signing key, solana-keygen JSON
+            (`RELAYQ_RELAYER_KEYPAIR_FILE`).
+        treasury_keypair_file: the local treasury's key, for the treasury swap only
+            (`RELAYQ_TREASURY_KEYPAIR_FILE`).
+        contract_owner: the owner of the token accounts that receive the bought tokens
+            (`RELAYQ_CONTRACT_OWNER`).
+        baskets_file: the baskets a client can buy, JSON (`RELAYQ_BASKETS_FILE`).
+        swap_wait_seconds: how long a purchase request waits for its bundle to land
+            before answering `swap_pending` (`RELAYQ_SWAP_WAIT_SECONDS`).
+        confirm_wait_seconds: how long a transfer run waits for confirmation before
+            checking again later (`RELAYQ_CONFIRM_WAIT_SECONDS`).
+        request_timeout_seconds: timeout of one RPC or block-engine call
+            (`RELAYQ_CHAIN_TIMEOUT_SECONDS`).
+        purchase_concurrency: purchases one gateway process swaps at once; more wait
+            their turn (`RELAYQ_PURCHASE_CONCURRENCY`).
+    """
+
+    rpc_url: str = "http://127.0.0.1:8899"
+    jito_url: str = "http://127.0.0.1:8899"
+    jito_requests_per_second: float = 5.0
+    tip_lamports: int = 10_000
+    swap_source: SwapSourceKind = SwapSourceKind.TREASURY
+    swap_api_url: str = "https://lite-api.jup.ag/swap/v1"
+    slippage_bps: int = 50
+    relayer_keypair_file: str = ""
+    treasury_keypair_file: str = ""
+    contract_owner: str = ""
+    baskets_file: str = ""
+    swap_wait_seconds: float = 10.0
+    confirm_wait_seconds: float = 15.0
+    request_timeout_seconds: float = 5.0
+    purchase_concurrency: int = 32
+
+    @property
+    def configured(self) -> bool:
+        """True when the relayer can run: a signing key, a contract and baskets."""
+        return bool(self.relayer_keypair_file and self.contract_owner and self.baskets_file)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ChainSettings:
+        env = os.environ if environ is None else environ
+        d = cls()
+        raw_source = env.get("RELAYQ_SWAP_SOURCE", d.swap_source.value)
+        try:
+            source = SwapSourceKind(raw_source)
+        except ValueError:
+            raise SettingsError(
+                f"RELAYQ_SWAP_SOURCE={raw_source!r} must be jupiter or treasury"
+            ) from None
+        settings = cls(
+            rpc_url=env.get("RELAYQ_SOLANA_RPC_URL", d.rpc_url),
+            jito_url=env.get("RELAYQ_JITO_URL", d.jito_url).rstrip("/"),
+            jito_requests_per_second=_number(
+                env, "RELAYQ_JITO_RPS", d.jito_requests_per_second, 0.1
+            ),
+            tip_lamports=int(_number(env, "RELAYQ_JITO_TIP_LAMPORTS", d.tip_lamports, 1000)),
+            swap_source=source,
+            swap_api_url=env.get("RELAYQ_SWAP_API_URL", d.swap_api_url).rstrip("/"),
+            slippage_bps=int(_number(env, "RELAYQ_SLIPPAGE_BPS", d.slippage_bps, 0)),
+            relayer_keypair_file=env.get("RELAYQ_RELAYER_KEYPAIR_FILE", ""),
+            treasury_keypair_file=env.get("RELAYQ_TREASURY_KEYPAIR_FILE", ""),
+            contract_owner=env.get("RELAYQ_CONTRACT_OWNER", ""),
+            baskets_file=env.get("RELAYQ_BASKETS_FILE", ""),
+            swap_wait_seconds=_number(env, "RELAYQ_SWAP_WAIT_SECONDS", d.swap_wait_seconds, 0),
+            confirm_wait_seconds=_number(
+                env, "RELAYQ_CONFIRM_WAIT_SECONDS", d.confirm_wait_seconds, 0
+            ),
+            request_timeout_seconds=_number(
+                env, "RELAYQ_CHAIN_TIMEOUT_SECONDS", d.request_timeout_seconds, 0.1
+            ),
+            purchase_concurrency=int(
+                _number(env, "RELAYQ_PURCHASE_CONCURRENCY", d.purchase_concurrency, 1)
+            ),
+        )
+        if settings.slippage_bps > 10_000:
+            raise SettingsError("RELAYQ_SLIPPAGE_BPS must be at most 10000")
+        treasury = settings.swap_source is SwapSourceKind.TREASURY
+        if treasury and settings.configured and not settings.treasury_keypair_file:
+            raise SettingsError("RELAYQ_SWAP_SOURCE=treasury needs RELAYQ_TREASURY_KEYPAIR_FILE")
+        return settings

@@ -1,0 +1,246 @@
+"""Purchase records in MongoDB: the swap and transfer transactions, and the user's holdings.
+
+A purchase is keyed by its task's id. Signed transaction bytes, signatures and
+last valid block heights are written before anything is sent (ARCHITECTURE.md,
+principle 2), so any later run can tell what reached the chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from relayq.core.store import WRITE_CONCERN, now, with_transient_retry
+from relayq.relayer.baskets import LAMPORTS_PER_SOL
+
+
+class SwapState(StrEnum):
+    SIGNED = "signed"  # written, maybe sent: look the signatures up before deciding
+    LANDED = "landed"
+    FAILED = "failed"
+
+
+class TransferState(StrEnum):
+    SIGNED = "signed"  # written, maybe sent
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class PurchaseLeg:
+    symbol: str
+    mint: str
+    decimals: int
+    lamports: int
+    amount: int
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """One purchase: who, what, and what was signed for it.
+
+    Attributes:
+        id: the purchase task's id.
+        wallet: the buyer's wallet (base58); the tokens are held for it by the contract.
+        basket: the basket id.
+        lamports: the SOL paid, in lamports.
+        legs: per token, the lamports spent and the base units bought.
+        swap: transactions (base64), signatures, lastValidBlockHeight, bundleId,
+            state (SwapState), slot, error.
+        transfer: transaction (base64), signature, lastValidBlockHeight, signatures
+            (every one ever signed, newest last), state (TransferState), slot, error;
+            empty before the first signing.
+        recorded: the purchase is in the user's history and holdings.
+    """
+
+    id: str
+    wallet: str
+    basket: str
+    lamports: int
+    legs: list[PurchaseLeg]
+    swap: dict[str, Any]
+    transfer: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False
+    created_at: datetime | None = None
+
+    def to_public(self, chain: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+        """The client's view; `chain` maps a signature to what the cluster says of it now."""
+        chain = chain or {}
+        swap_sigs = list(self.swap.get("signatures", []))
+        out: dict[str, Any] = {
+            "wallet": self.wallet,
+            "bundleId": self.basket,
+            "solAmount": self.lamports / LAMPORTS_PER_SOL,
+            "tokens": [
+                {
+                    "symbol": leg.symbol,
+                    "mint": leg.mint,
+                    "amount": str(leg.amount),
+                    "decimals": leg.decimals,
+                }
+                for leg in self.legs
+            ],
+            "swap": {
+                "state": self.swap.get("state"),
+                "signatures": [{"signature": s, "chainState": chain.get(s)} for s in swap_sigs],
+                "jitoBundleId": self.swap.get("bundleId"),
+                "slot": self.swap.get("slot"),
+                "error": self.swap.get("error"),
+            },
+            "transfer": None,
+            "recorded": self.recorded,
+        }
+        if self.transfer:
+            sig = self.transfer.get("signature")
+            out["transfer"] = {
+                "state": self.transfer.get("state"),
+                "signature": sig,
+                "chainState": chain.get(sig) if sig else None,
+                "signings": len(self.transfer.get("signatures", [])),
+                "slot": self.transfer.get("slot"),
+                "error": self.transfer.get("error"),
+            }
+        return out
+
+    def signatures(self) -> list[str]:
+        sigs = list(self.swap.get("signatures", []))
+        if self.transfer.get("signature"):
+            sigs.append(self.transfer["signature"])
+        return sigs
+
+
+class PurchaseStore:
+    """Collections `purchases` and `user_purchases` (the history; holdings are its sums)."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+        db = client[database]
+        majority = WRITE_CONCERN
+        self.purchases: AsyncCollection[dict[str, Any]] = db.get_collection(
+            "purchases", write_concern=majority
+        )
+        self.history: AsyncCollection[dict[str, Any]] = db.get_collection(
+            "user_purchases", write_concern=majority
+        )
+
+    async def insert(self, purchase: Purchase) -> None:
+        doc = {
+            "_id": purchase.id,
+            "wallet": purchase.wallet,
+            "basket": purchase.basket,
+            "lamports": purchase.lamports,
+            "legs": [leg.__dict__ for leg in purchase.legs],
+            "swap": purchase.swap,
+            "transfer": purchase.transfer,
+            "recorded": False,
+            "created_at": now(),
+        }
+        await with_transient_retry(lambda: self.purchases.insert_one(doc))
+
+    async def get(self, purchase_id: str) -> Purchase | None:
+        doc = await with_transient_retry(lambda: self.purchases.find_one({"_id": purchase_id}))
+        return _purchase(doc) if doc is not None else None
+
+    async def delete_unsent(self, purchase_id: str) -> None:
+        """Drop a purchase whose swap was never sent (it lost an idempotency race)."""
+        await with_transient_retry(lambda: self.purchases.delete_one({"_id": purchase_id}))
+
+    async def settle_swap(
+        self, purchase_id: str, state: SwapState, **fields: Any
+    ) -> Purchase | None:
+        """Record the swap's outcome once; None when it was already settled."""
+        sets = {"swap.state": state.value, "swap.settledAt": now()}
+        sets.update({f"swap.{k}": v for k, v in fields.items()})
+        doc = await with_transient_retry(
+            lambda: self.purchases.find_one_and_update(
+                {"_id": purchase_id, "swap.state": SwapState.SIGNED.value},
+                {"$set": sets},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        return _purchase(doc) if doc is not None else None
+
+    async def swap_sent(self, purchase_id: str, bundle_id: str) -> None:
+        await with_transient_retry(
+            lambda: self.purchases.update_one(
+                {"_id": purchase_id}, {"$set": {"swap.bundleId": bundle_id}}
+            )
+        )
+
+    async def put_transfer(
+        self, purchase_id: str, expected_signature: str | None, transfer: Mapping[str, Any]
+    ) -> bool:
+        """Write a newly signed transfer, if the stored one is still `expected_signature`.
+
+        Compare-and-set, so two runs that both signed cannot both persist (and send).
+        """
+        result = await with_transient_retry(
+            lambda: self.purchases.update_one(
+                {"_id": purchase_id, "transfer.signature": expected_signature},
+                {"$set": {"transfer": dict(transfer)}},
+            )
+        )
+        return bool(result.modified_count)
+
+    async def settle_transfer(self, purchase_id: str, state: TransferState, **fields: Any) -> None:
+        sets = {"transfer.state": state.value}
+        sets.update({f"transfer.{k}": v for k, v in fields.items()})
+        await with_transient_retry(
+            lambda: self.purchases.update_one({"_id": purchase_id}, {"$set": sets})
+        )
+
+    async def record(self, purchase: Purchase) -> bool:
+        """Add the purchase to the user's history (so its holdings), once; False if it was."""
+        entry = {
+            "_id": purchase.id,
+            "wallet": purchase.wallet,
+            "basket": purchase.basket,
+            "lamports": purchase.lamports,
+            "tokens": {leg.mint: leg.amount for leg in purchase.legs},
+            "swapSignatures": purchase.swap.get("signatures", []),
+            "transferSignature": purchase.transfer.get("signature"),
+            "at": now(),
+        }
+        fresh = True
+        try:
+            await with_transient_retry(lambda: self.history.insert_one(entry))
+        except DuplicateKeyError:
+            fresh = False
+        await with_transient_retry(
+            lambda: self.purchases.update_one({"_id": purchase.id}, {"$set": {"recorded": True}})
+        )
+        return fresh
+
+    async def holding(self, wallet: str) -> dict[str, int]:
+        """Base units held for a wallet, per mint: the sum of its recorded purchases.
+
+        Derived from the insert-only history rather than kept by `$inc`, so
+        concurrent records never contend on one document and a replayed record
+        never counts twice.
+        """
+        totals: dict[str, int] = {}
+        async for entry in self.history.find({"wallet": wallet}, {"tokens": 1}):
+            for mint, amount in entry.get("tokens", {}).items():
+                totals[mint] = totals.get(mint, 0) + int(amount)
+        return totals
+
+
+def _purchase(doc: Mapping[str, Any]) -> Purchase:
+    return Purchase(
+        id=doc["_id"],
+        wallet=doc["wallet"],
+        basket=doc["basket"],
+        lamports=int(doc["lamports"]),
+        legs=[PurchaseLeg(**leg) for leg in doc["legs"]],
+        swap=dict(doc.get("swap") or {}),
+        transfer=dict(doc.get("transfer") or {}),
+        recorded=bool(doc.get("recorded", False)),
+        created_at=doc.get("created_at"),
+    )

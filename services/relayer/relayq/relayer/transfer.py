@@ -1,0 +1,184 @@
+"""The token transfer to the contract, made exactly-once by protocol (ARCHITECTURE.md, principle 2).
+
+Sign, persist, send. Any later run looks the persisted signature up first:
+known and successful is done; unknown while its blockhash is valid is sent
+again with the same bytes (the cluster runs a signature at most once); a new
+transaction is signed only once the old blockhash has expired and the old
+signature is still unknown, so the old one can never land. Persisting a new
+signing is a compare-and-set on the old signature, so two runs cannot both
+sign and send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from typing import Any
+
+from solders.instruction import Instruction
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import VersionedTransaction
+from spl.token.constants import TOKEN_PROGRAM_ID
+from spl.token.instructions import (
+    create_idempotent_associated_token_account,
+    get_associated_token_address,
+    transfer_checked,
+)
+from spl.token.models import TransferCheckedParams
+
+from relayq.core.failpoints import failpoint
+from relayq.core.jobs import Defer, PermanentError
+from relayq.core.store import now
+from relayq.relayer.chain.errors import ChainRejected
+from relayq.relayer.chain.metrics import TRANSFERS
+from relayq.relayer.chain.rpc import SignatureState
+from relayq.relayer.purchases import Purchase, TransferState
+from relayq.relayer.relayer import Relayer
+
+POLL_SECONDS = 0.25
+# How soon a run that is waiting for a confirmation looks again.
+RECHECK_SECONDS = 1.0
+
+
+def transfer_instructions(relayer: Relayer, purchase: Purchase) -> list[Instruction]:
+    """Per leg: make sure the contract's token account exists, then move the bought amount."""
+    owner = relayer.signer.pubkey()
+    out: list[Instruction] = []
+    for leg in purchase.legs:
+        mint = Pubkey.from_string(leg.mint)
+        out.append(create_idempotent_associated_token_account(owner, relayer.contract_owner, mint))
+        out.append(
+            transfer_checked(
+                TransferCheckedParams(
+                    program_id=TOKEN_PROGRAM_ID,
+                    source=get_associated_token_address(owner, mint),
+                    mint=mint,
+                    dest=get_associated_token_address(relayer.contract_owner, mint),
+                    owner=owner,
+                    amount=leg.amount,
+                    decimals=leg.decimals,
+                )
+            )
+        )
+    return out
+
+
+async def run_transfer(relayer: Relayer, purchase: Purchase) -> dict[str, Any]:
+    """Bring the purchase's transfer to confirmed.
+
+    Returns {signature, slot}; raises Defer while waiting on the chain and
+    PermanentError when the transfer cannot succeed (nothing more is sent).
+    """
+    t = purchase.transfer
+    if t.get("state") == TransferState.CONFIRMED.value:
+        return {"signature": t["signature"], "slot": t.get("slot")}
+    if t.get("state") == TransferState.FAILED.value:
+        raise PermanentError(f"token transfer failed: {t.get('error')}")
+    current = t.get("signature")
+    if current is not None:
+        sig = Signature.from_string(current)
+        done = await _settle_if_known(relayer, purchase, sig)
+        if done is not None:
+            return done
+        if await relayer.rpc.block_height() <= int(t["lastValidBlockHeight"]):
+            tx = VersionedTransaction.from_bytes(base64.b64decode(t["transaction"]))
+            await _send(relayer, tx)
+            TRANSFERS.labels(outcome="resent").inc()
+            return await _confirm(relayer, purchase, sig)
+        # Expired: a landing between the two reads is still possible; look once more.
+        done = await _settle_if_known(relayer, purchase, sig)
+        if done is not None:
+            return done
+    return await _sign_and_send(relayer, purchase, current)
+
+
+async def _sign_and_send(
+    relayer: Relayer, purchase: Purchase, previous: str | None
+) -> dict[str, Any]:
+    await _check_funds(relayer, purchase)
+    blockhash = await relayer.rpc.latest_blockhash()
+    tx = await relayer.sign(transfer_instructions(relayer, purchase), blockhash.value)
+    sig = tx.signatures[0]
+    failpoint("transfer.after_sign")
+    signed = {
+        "state": TransferState.SIGNED.value,
+        "transaction": base64.b64encode(bytes(tx)).decode(),
+        "signature": str(sig),
+        "lastValidBlockHeight": blockhash.last_valid_block_height,
+        "signatures": [*purchase.transfer.get("signatures", []), str(sig)],
+        "signedAt": now(),
+    }
+    if not await relayer.purchases.put_transfer(purchase.id, previous, signed):
+        raise Defer(POLL_SECONDS, "another run signed this transfer; looking it up")
+    if previous is not None:
+        TRANSFERS.labels(outcome="resigned").inc()
+    failpoint("transfer.after_persist")
+    await _send(relayer, tx)
+    TRANSFERS.labels(outcome="sent").inc()
+    failpoint("transfer.after_send")
+    return await _confirm(relayer, purchase, sig)
+
+
+async def _send(relayer: Relayer, tx: VersionedTransaction) -> None:
+    # Already processed, or refused: either way the lookup decides, never this answer.
+    with contextlib.suppress(ChainRejected):
+        await relayer.rpc.send(tx)
+
+
+async def _check_funds(relayer: Relayer, purchase: Purchase) -> None:
+    owner = relayer.signer.pubkey()
+    for leg in purchase.legs:
+        held = await relayer.rpc.token_balance(
+            get_associated_token_address(owner, Pubkey.from_string(leg.mint))
+        )
+        if held < leg.amount:
+            TRANSFERS.labels(outcome="failed").inc()
+            error = (
+                f"relayer holds {held} base units of {leg.symbol}, the transfer needs {leg.amount}"
+            )
+            await relayer.purchases.settle_transfer(purchase.id, TransferState.FAILED, error=error)
+            raise PermanentError(error)
+
+
+async def _settle_if_known(
+    relayer: Relayer, purchase: Purchase, sig: Signature
+) -> dict[str, Any] | None:
+    [state] = await relayer.rpc.statuses([sig])
+    return await _settle(relayer, purchase, sig, state)
+
+
+async def _settle(
+    relayer: Relayer, purchase: Purchase, sig: Signature, state: SignatureState | None
+) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    if not state.succeeded:
+        TRANSFERS.labels(outcome="failed").inc()
+        error = f"transfer {sig} failed on chain: {state.error}"
+        await relayer.purchases.settle_transfer(
+            purchase.id, TransferState.FAILED, slot=state.slot, error=error
+        )
+        raise PermanentError(error)
+    if not state.confirmed:
+        raise Defer(POLL_SECONDS, "transfer processed, waiting for confirmation")
+    await relayer.purchases.settle_transfer(
+        purchase.id, TransferState.CONFIRMED, slot=state.slot, confirmedAt=now()
+    )
+    TRANSFERS.labels(outcome="confirmed").inc()
+    return {"signature": str(sig), "slot": state.slot}
+
+
+async def _confirm(relayer: Relayer, purchase: Purchase, sig: Signature) -> dict[str, Any]:
+    deadline = time.monotonic() + relayer.chain.confirm_wait_seconds
+    while True:
+        [state] = await relayer.rpc.statuses([sig])
+        if state is not None and (state.confirmed or not state.succeeded):
+            done = await _settle(relayer, purchase, sig, state)
+            assert done is not None
+            return done
+        if time.monotonic() >= deadline:
+            raise Defer(RECHECK_SECONDS, f"transfer {sig} not confirmed yet")
+        await asyncio.sleep(POLL_SECONDS)
