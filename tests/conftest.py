@@ -24,6 +24,7 @@ import pytest
 from redis import Redis as SyncRedis
 
 from relayq.core.clients import Clients, open_clients
+from relayq.core.modules import ProcessContext
 from relayq.core.settings import Settings
 from relayq.dev.servers import REPO_ROOT, LocalServer, mongo_server, redis_server
 
@@ -186,14 +187,18 @@ async def wait_until(
 class InProcessWorker:
     """A Worker running as a task of the test's event loop."""
 
-    def __init__(self, clients: Clients, priority: str, **config: Any) -> None:
+    def __init__(
+        self, clients: Clients, priority: str, process: ProcessContext | None = None, **config: Any
+    ) -> None:
         from relayq.core.priorities import Priority
         from relayq.worker.executor import TaskExecutor
         from relayq.worker.runner import Worker, WorkerConfig
 
         s = clients.settings
         p = Priority(priority)
-        self.executor = TaskExecutor(s, clients.service.registry, clients.store, clients.queue)
+        self.executor = TaskExecutor(
+            s, clients.service.registry, clients.store, clients.queue, process
+        )
         cfg = WorkerConfig(
             priority=p,
             consumer=config.pop("consumer", f"test-{uuid.uuid4().hex[:6]}"),

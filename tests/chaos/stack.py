@@ -84,7 +84,7 @@ class ChaosStack:
             lease_seconds=float(CHAOS_ENV["RELAYQ_LEASE_SECONDS"]),
             max_deliveries=int(CHAOS_ENV["RELAYQ_MAX_DELIVERIES"]),
             drain_seconds=float(CHAOS_ENV["RELAYQ_DRAIN_SECONDS"]),
-            job_modules=("tests.jobtypes",),
+            job_modules=("tests.jobtypes", "relayq.relayer.jobs"),
         )
         self.workers: dict[Priority, list[WorkerProcess]] = {p: [] for p in Priority}
         self.retired: list[WorkerProcess] = []

@@ -234,7 +234,7 @@ class PurchaseWorkload:
         from solders.pubkey import Pubkey
         from spl.token.instructions import get_associated_token_address
 
-        from relayq.core.chain.rpc import SolanaRpc
+        from relayq.relayer.chain.rpc import SolanaRpc
 
         rpc = SolanaRpc(self.rpc_url)
         owner = Pubkey.from_string(self.contract_owner)
@@ -277,7 +277,7 @@ class PurchaseWorkload:
     async def verify(self, db: AsyncDatabase[dict[str, Any]]) -> dict[str, Any]:
         from solders.signature import Signature
 
-        from relayq.core.chain.rpc import SolanaRpc
+        from relayq.relayer.chain.rpc import SolanaRpc
 
         ids = [a["taskId"] for a in self.accepted]
         assert len(set(ids)) == len(ids), "one accepted purchase, one task"

@@ -14,7 +14,7 @@ import yaml
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from relayq.core.relayer.baskets import parse_baskets
+from relayq.relayer.baskets import parse_baskets
 from tests.chart.render import CHART, CI_VALUES, RELEASE, HelmError, Render, template
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())

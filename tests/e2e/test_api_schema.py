@@ -28,11 +28,12 @@ from schemathesis.specs.openapi import definitions
 
 from relayq.api.app import create_app
 from relayq.api.openapi import openapi_document
-from relayq.core.catalog import load_registry
-from relayq.core.chain.settings import ChainSettings
+from relayq.core.modules import load_registry
 from relayq.core.settings import Settings
 from relayq.dev.relayer_env import relayer_env
 from relayq.dev.servers import LocalServer, devchain_server, free_port
+from relayq.relayer import jobs as relayer_jobs
+from relayq.relayer.chain.settings import ChainSettings
 from tests.gateway import ADMIN, CLIENT, api_settings
 
 MAX_EXAMPLES = 20
@@ -45,7 +46,9 @@ CHECKS = [
 ]
 OPERATIONS = [
     (method.upper(), path)
-    for path, item in openapi_document(load_registry().names())["paths"].items()
+    for path, item in openapi_document(load_registry(["relayq.relayer.jobs"]).names())[
+        "paths"
+    ].items()
     for method in item
 ]
 
@@ -93,8 +96,10 @@ def served(
         mongo_url=mongo_url,
         mongo_database=f"t_{uuid.uuid4().hex[:12]}",
         metrics_port=0,
+        job_modules=("relayq.relayer.jobs",),
     )
-    served = ServedApp(create_app(settings, api_settings(rate_limit_per_s=10**6), chain)).start()
+    seeded = {relayer_jobs.CHAIN_SETTINGS: chain}
+    served = ServedApp(create_app(settings, api_settings(rate_limit_per_s=10**6), seeded)).start()
     yield served
     served.stop()
     chain_server.stop()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,9 @@ from pytest_aiohttp import AiohttpClient
 from relayq.api.app import create_app
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import Clients
+from relayq.core.modules import load_registry
 from relayq.core.settings import Settings
+from tests.conftest import settings_env
 from tests.gateway import (
     ADMIN,
     CLIENT,
@@ -26,12 +31,12 @@ from tests.gateway import (
 )
 from tests.integration.conftest import Api, MakeApi
 
+# The relayer's routes, mounted only where its job module is loaded.
+RELAYER_ROUTES = [("POST", "/v1/buy-tokens"), ("GET", "/v1/bundles")]
 ROUTES = [
     ("POST", "/v1/jobs"),
     ("GET", "/v1/tasks"),
     ("GET", "/v1/tasks/{taskId}"),
-    ("POST", "/v1/buy-tokens"),
-    ("GET", "/v1/bundles"),
     ("GET", "/v1/admin/queues"),
     ("POST", "/v1/admin/queues/{priority}/pause"),
     ("POST", "/v1/admin/queues/{priority}/resume"),
@@ -92,11 +97,51 @@ async def test_openapi_json_is_openapi_3_1_covering_every_route(api: Api, client
     documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
     assert documented == set(ROUTES)
     job_type = doc["components"]["schemas"]["JobRequest"]["properties"]["type"]
+    assert job_type["enum"] == [t.name for t in clients.service.registry.all() if not t.internal]
+
+
+async def test_a_job_module_adds_its_routes_and_internal_types_to_the_document(
+    make_api: MakeApi, settings: Settings, clients: Clients
+) -> None:
+    with_relayer = replace(settings, job_modules=(*settings.job_modules, "relayq.relayer.jobs"))
+    api = await make_api(settings=with_relayer)
+    doc = await (await api.get("/openapi.json")).json()
+    documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
+    assert documented == {*ROUTES, *RELAYER_ROUTES}
+    page = await (await api.get("/docs", headers=ADMIN)).text()
+    for _, path in RELAYER_ROUTES:
+        assert f"<code>{path}</code>" in page, path
+    job_type = doc["components"]["schemas"]["JobRequest"]["properties"]["type"]
     # Clients may submit every registered type but the relayer's internal steps.
-    submittable = [t.name for t in clients.service.registry.all() if not t.internal]
+    registry = load_registry(with_relayer.job_modules)
+    submittable = [t.name for t in registry.all() if not t.internal]
     assert job_type["enum"] == submittable
-    assert "token_transfer" in clients.service.registry.names()
+    assert "token_transfer" in registry.names()
     assert "token_transfer" not in submittable
+
+
+def test_without_the_relayer_module_the_gateway_loads_no_solana_library(
+    settings: Settings,
+) -> None:
+    program = (
+        "import sys\n"
+        "from relayq.api.app import create_app\n"
+        "from relayq.core.settings import Settings\n"
+        "from tests.gateway import api_settings\n"
+        "create_app(Settings.from_env(), api_settings())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('solana', 'solders', 'spl')"
+        " or m.startswith('relayq.relayer')))\n"
+    )
+    env = settings_env(settings)
+    found = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "[]", found.stdout
+    env["RELAYQ_JOB_MODULES"] = "relayq.relayer.jobs"
+    found = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True
+    )
+    assert "solders" in found.stdout
 
 
 async def test_docs_is_a_self_contained_html_page_listing_every_route(api: Api) -> None:

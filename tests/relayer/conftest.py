@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,18 @@ from solders.pubkey import Pubkey
 from spl.token.instructions import get_associated_token_address
 
 from relayq.api.app import create_app
-from relayq.core.chain.settings import ChainSettings
 from relayq.core.clients import Clients
-from relayq.core.relayer import jobs as relayer_jobs
-from relayq.core.relayer.relayer import Relayer, open_relayer
+from relayq.core.modules import ProcessContext
 from relayq.core.settings import Settings
 from relayq.dev.relayer_env import relayer_env
 from relayq.dev.servers import LocalServer, devchain_server
+from relayq.relayer import jobs as relayer_jobs
+from relayq.relayer.chain.settings import ChainSettings
+from relayq.relayer.relayer import Relayer, open_relayer
 from tests.gateway import api_settings
 from tests.integration.conftest import Api
 
+RELAYER_MODULE = "relayq.relayer.jobs"
 SLOT_MS = 200
 VALIDITY_SLOTS = 150
 
@@ -102,20 +104,34 @@ def chain_settings(chain_env: dict[str, str]) -> ChainSettings:
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test's settings with the relayer among the job modules, as the chart sets it."""
+    return replace(settings, job_modules=(*settings.job_modules, RELAYER_MODULE))
+
+
+@pytest.fixture
 async def relayer(clients: Clients, chain_settings: ChainSettings) -> AsyncIterator[Relayer]:
-    """The relayer the in-process workers' handlers use."""
+    """The relayer the test inspects; `process` hands it to in-process workers."""
     relayer = open_relayer(chain_settings, clients)
-    relayer_jobs.use(relayer)
     yield relayer
-    relayer_jobs.use(None)
     await relayer.close()
+
+
+@pytest.fixture
+def process(clients: Clients, relayer: Relayer) -> ProcessContext:
+    """The process context in-process workers run with, holding `relayer`."""
+    return ProcessContext(clients, {relayer_jobs.RELAYER: relayer})
 
 
 @pytest.fixture
 async def gateway(aiohttp_client: AiohttpClient, settings: Settings, relayer: Relayer) -> Api:
     """The gateway with the relayer configured, on the test's Redis and MongoDB."""
     # A longer MongoDB bound than the other gateway tests: many purchases share one server.
-    app = create_app(settings, api_settings(mongo_timeout_seconds=15.0), relayer.chain)
+    app = create_app(
+        settings,
+        api_settings(mongo_timeout_seconds=15.0),
+        {relayer_jobs.CHAIN_SETTINGS: relayer.chain},
+    )
     return await aiohttp_client(app)
 
 

@@ -12,7 +12,8 @@ from solders.keypair import Keypair
 
 from relayq.core.clients import Clients
 from relayq.core.jobs import Task, TaskState
-from relayq.core.relayer.relayer import Relayer
+from relayq.core.modules import ProcessContext
+from relayq.relayer.relayer import Relayer
 from tests.conftest import InProcessWorker, wait_until
 from tests.gateway import CLIENT
 from tests.integration.conftest import Api
@@ -24,7 +25,7 @@ PURCHASES = 200
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_200_concurrent_purchases_add_up_exactly(
-    gateway: Api, clients: Clients, relayer: Relayer
+    gateway: Api, clients: Clients, relayer: Relayer, process: ProcessContext
 ) -> None:
     wallet = str(Keypair().pubkey())
     before = await contract_balances(relayer)
@@ -41,9 +42,9 @@ async def test_200_concurrent_purchases_add_up_exactly(
         return body
 
     async with (
-        InProcessWorker(clients, "critical"),
-        InProcessWorker(clients, "high", concurrency=20),
-        InProcessWorker(clients, "medium", concurrency=10),
+        InProcessWorker(clients, "critical", process=process),
+        InProcessWorker(clients, "high", process=process, concurrency=20),
+        InProcessWorker(clients, "medium", process=process, concurrency=10),
     ):
         bodies = await asyncio.gather(*(one(n) for n in range(PURCHASES)))
         ids = [b["taskId"] for b in bodies]

@@ -19,12 +19,14 @@ from relayq.api.app import create_app
 from relayq.core.clients import Clients
 from relayq.core.failpoints import CRASH_EXIT_CODE
 from relayq.core.jobs import TaskState
+from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
-from relayq.core.relayer.baskets import LAMPORTS_PER_SOL
-from relayq.core.relayer.purchases import Purchase, PurchaseLeg, SwapState
-from relayq.core.relayer.relayer import Relayer
 from relayq.core.service import JobRequest
 from relayq.core.settings import Settings
+from relayq.relayer import jobs as relayer_jobs
+from relayq.relayer.baskets import LAMPORTS_PER_SOL
+from relayq.relayer.purchases import Purchase, PurchaseLeg, SwapState
+from relayq.relayer.relayer import Relayer
 from tests.conftest import InProcessWorker, WorkerProcess, wait_until
 from tests.gateway import api_settings, problem
 from tests.integration.conftest import Api
@@ -92,12 +94,15 @@ async def test_a_crash_at_any_step_still_makes_exactly_one_transfer(
 
 
 async def test_an_expired_blockhash_leads_to_one_resign_and_one_transfer(
-    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain
+    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain, process: ProcessContext
 ) -> None:
     before = await contract_balances(relayer)
     task_id, amounts = await bought(gateway)
     await chain.faults(dropTransactions=1000)  # every send is lost
-    async with InProcessWorker(clients, "high"), InProcessWorker(clients, "medium"):
+    async with (
+        InProcessWorker(clients, "high", process=process),
+        InProcessWorker(clients, "medium", process=process),
+    ):
         first = await wait_until(lambda: _signed(relayer, task_id), timeout=20)
         await chain.faults(advanceSlots=400)  # its blockhash expires unlanded
         await chain.faults(reset=True)
@@ -116,12 +121,15 @@ async def _signed(relayer: Relayer, task_id: str) -> str | None:
 
 
 async def test_a_dropped_send_is_resent_with_the_same_bytes(
-    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain
+    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain, process: ProcessContext
 ) -> None:
     before = await contract_balances(relayer)
     task_id, amounts = await bought(gateway)
     await chain.faults(dropTransactions=1)
-    async with InProcessWorker(clients, "high"), InProcessWorker(clients, "medium"):
+    async with (
+        InProcessWorker(clients, "high", process=process),
+        InProcessWorker(clients, "medium", process=process),
+    ):
         await completed(clients, task_id)
     transfer = await transfer_of(relayer, task_id)
     assert len(transfer["signatures"]) == 1
@@ -130,13 +138,16 @@ async def test_a_dropped_send_is_resent_with_the_same_bytes(
 
 
 async def test_rpc_errors_and_timeouts_are_retried_with_backoff(
-    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain
+    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain, process: ProcessContext
 ) -> None:
     before = await contract_balances(relayer)
     task_id, amounts = await bought(gateway)
     # Slower than the client's 2 s timeout: every call fails until the delay is lifted.
     await chain.faults(rpcDelayMs=2500)
-    async with InProcessWorker(clients, "high"), InProcessWorker(clients, "medium"):
+    async with (
+        InProcessWorker(clients, "high", process=process),
+        InProcessWorker(clients, "medium", process=process),
+    ):
         await wait_until(lambda: _retrying(clients, task_id), timeout=30)
         await chain.faults(reset=True, rpcErrors=3)  # then three 503s, absorbed by retries
         await completed(clients, task_id)
@@ -152,7 +163,7 @@ async def _retrying(clients: Clients, task_id: str) -> bool:
 
 
 async def test_relayer_short_of_tokens_dead_letters_the_transfer_and_sends_nothing(
-    clients: Clients, relayer: Relayer
+    clients: Clients, relayer: Relayer, process: ProcessContext
 ) -> None:
     token = relayer.baskets["single"].tokens[0]
     before = await contract_balances(relayer)
@@ -172,7 +183,7 @@ async def test_relayer_short_of_tokens_dead_letters_the_transfer_and_sends_nothi
         )
     )  # fmt: skip
     await clients.service.dispatch_pending([sub.task])
-    async with InProcessWorker(clients, "high"):
+    async with InProcessWorker(clients, "high", process=process):
         task = await wait_until(lambda: finished(clients, sub.task.id), timeout=20)
     assert task.state is TaskState.FAILED  # dead-lettered at once: retrying cannot help
     assert task.attempts == 1
@@ -197,7 +208,8 @@ async def test_treasury_short_of_tokens_refuses_the_purchase_before_any_write(
          "weight": 1, "lamportsPerToken": 1}]}  # fmt: skip
     baskets = tmp_path / "baskets.json"
     baskets.write_text(json.dumps({"baskets": [cheap]}))
-    app = create_app(settings, api_settings(), replace(relayer.chain, baskets_file=str(baskets)))
+    chain_settings = replace(relayer.chain, baskets_file=str(baskets))
+    app = create_app(settings, api_settings(), {relayer_jobs.CHAIN_SETTINGS: chain_settings})
     gateway = await aiohttp_client(app)
     landed = (await chain.state())["bundlesLanded"]
     resp = await buy(gateway, sol=100, bundle="cheap")

@@ -17,10 +17,10 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import ID as SYSTEM_PROGRAM
 
-from relayq.core.chain.errors import ChainUnavailable
-from relayq.core.chain.rpc import SolanaRpc
-from relayq.core.chain.swap import WRAPPED_SOL_MINT, InsufficientLiquidity, JupiterSwap
-from relayq.core.relayer.baskets import BasketToken
+from relayq.relayer.baskets import BasketToken
+from relayq.relayer.chain.errors import ChainUnavailable
+from relayq.relayer.chain.rpc import SolanaRpc
+from relayq.relayer.chain.swap import WRAPPED_SOL_MINT, InsufficientLiquidity, JupiterSwap
 
 MINT = Keypair().pubkey()
 TOKEN = BasketToken("JUPT", MINT, 6, 1, None)

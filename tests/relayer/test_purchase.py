@@ -10,8 +10,9 @@ from pytest_aiohttp import AiohttpClient
 from relayq.api.app import create_app
 from relayq.core.clients import Clients
 from relayq.core.jobs import TaskState
-from relayq.core.relayer.relayer import Relayer
+from relayq.core.modules import ProcessContext
 from relayq.core.settings import Settings
+from relayq.relayer.relayer import Relayer
 from tests.conftest import InProcessWorker, wait_until
 from tests.gateway import CLIENT, api_settings, problem
 from tests.integration.conftest import Api
@@ -32,8 +33,8 @@ async def buy(gateway: Api, sol: Any = 0.5, bundle: str = "starter", key: str | 
     )
 
 
-def workers(clients: Clients) -> list[InProcessWorker]:
-    return [InProcessWorker(clients, p) for p in ("critical", "high", "medium")]
+def workers(clients: Clients, process: ProcessContext) -> list[InProcessWorker]:
+    return [InProcessWorker(clients, p, process=process) for p in ("critical", "high", "medium")]
 
 
 async def finished(clients: Clients, task_id: str) -> Any:
@@ -42,7 +43,7 @@ async def finished(clients: Clients, task_id: str) -> Any:
 
 
 async def test_purchase_moves_exactly_the_bought_amount_to_the_contract(
-    gateway: Api, clients: Clients, relayer: Relayer
+    gateway: Api, clients: Clients, relayer: Relayer, process: ProcessContext
 ) -> None:
     before = await contract_balances(relayer)
     resp = await buy(gateway, sol=1.5)
@@ -53,7 +54,7 @@ async def test_purchase_moves_exactly_the_bought_amount_to_the_contract(
     bought = {t["mint"]: int(t["amount"]) for t in body["tokens"]}
     assert len(bought) == 3 and all(v > 0 for v in bought.values())
 
-    ws = workers(clients)
+    ws = workers(clients, process)
     for w in ws:
         await w.__aenter__()
     try:

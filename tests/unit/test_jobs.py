@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from relayq.core.catalog import load_registry
 from relayq.core.diagnostics import DIAGNOSTIC_TYPES, MAX_SLEEP_SECONDS
 from relayq.core.ids import is_task_id, new_task_id
 from relayq.core.jobs import (
@@ -23,6 +22,7 @@ from relayq.core.jobs import (
     UnknownJobType,
 )
 from relayq.core.keys import Keys
+from relayq.core.modules import load_registry
 from relayq.core.priorities import Priority, PriorityClass
 
 

@@ -19,7 +19,7 @@ CATALOG = REPO_ROOT / "docs/metrics.md"
 # Every module that defines relayq metrics.
 MODULES = (
     "relayq.core.telemetry",
-    "relayq.core.chain.metrics",
+    "relayq.relayer.chain.metrics",
     "relayq.core.recovery_report",
     "relayq.operator.metrics",
     "relayq.worker.runner",

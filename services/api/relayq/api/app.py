@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from aiohttp import web
 
-from relayq.api import admin, jobs, ops, purchases
+from relayq.api import admin, jobs, ops
 from relayq.api.auth import KeyRing
-from relayq.api.keys import CLIENTS, KEYRING, QUEUE, RELAYER, SETTINGS
+from relayq.api.keys import CLIENTS, KEYRING, PROCESS, QUEUE, SETTINGS
 from relayq.api.middleware import authenticate, request_context
 from relayq.api.settings import ApiSettings
-from relayq.core.chain.settings import ChainSettings
 from relayq.core.clients import open_clients
-from relayq.core.relayer.relayer import open_relayer
+from relayq.core.modules import ProcessContext, route_modules, started
 from relayq.core.settings import Settings
 from relayq.core.telemetry import log_event
 
@@ -25,13 +25,11 @@ INDEX_RETRY_SECONDS = 5.0
 
 
 def routes() -> list[web.RouteDef]:
-    """The one route table."""
+    """The gateway's own route table; job modules add theirs (`ROUTES`, relayq.core.modules)."""
     return [
         web.post("/v1/jobs", jobs.submit_job),
         web.get("/v1/tasks", jobs.list_tasks),
         web.get("/v1/tasks/{task_id}", jobs.get_task),
-        web.post("/v1/buy-tokens", purchases.buy_tokens),
-        web.get("/v1/bundles", purchases.list_bundles),
         web.get("/v1/admin/queues", admin.queues),
         web.post("/v1/admin/queues/{priority}/pause", admin.pause),
         web.post("/v1/admin/queues/{priority}/resume", admin.resume),
@@ -48,14 +46,20 @@ def routes() -> list[web.RouteDef]:
 
 
 def create_app(
-    settings: Settings, api: ApiSettings, chain: ChainSettings | None = None
+    settings: Settings, api: ApiSettings, process_state: Mapping[str, Any] | None = None
 ) -> web.Application:
-    """The gateway; the purchase routes answer 503 unless `chain` configures the relayer."""
+    """The gateway, with the routes of its job modules.
+
+    `process_state` seeds the job modules' process context before their startup
+    hooks run (a test hands the relayer its chain settings this way).
+    """
     app = web.Application(
         client_max_size=api.max_body_bytes, middlewares=[request_context, authenticate]
     )
     app[SETTINGS] = api
     app.add_routes(routes())
+    for module in route_modules(settings.job_modules):
+        module.mount(app)
 
     async def clients_ctx(app: web.Application) -> AsyncIterator[None]:
         # The app starts without MongoDB (requests then get 503) and creates
@@ -66,17 +70,13 @@ def create_app(
             app[CLIENTS] = clients
             app[QUEUE] = clients.queue
             app[KEYRING] = KeyRing(api, clients.store.client[settings.mongo_database]["api_keys"])
-            relayer = None
-            if chain is not None and chain.configured:
-                relayer = open_relayer(chain, clients)
-                app[RELAYER] = relayer
-            indexes = asyncio.create_task(_ensure_indexes(app))
-            yield
-            if relayer is not None:
-                await relayer.close()
-            indexes.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await indexes
+            context = ProcessContext(clients, dict(process_state or {}))
+            async with started(settings.job_modules, context) as app[PROCESS]:
+                indexes = asyncio.create_task(_ensure_indexes(app))
+                yield
+                indexes.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await indexes
 
     app.cleanup_ctx.append(clients_ctx)
     return app

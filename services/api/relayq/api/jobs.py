@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from relayq.api.keys import CLIENT, CLIENTS
+from relayq.api.keys import CLIENT, CLIENTS, PROCESS
 from relayq.api.problems import Problem
-from relayq.api.purchases import purchase_view
 from relayq.api.requests import job_request, json_object, page_query, task_id, task_state, trace_of
 from relayq.core.jobs import InvalidPayload, Task, UnknownJobType
-from relayq.core.relayer.buy import TOKEN_TRANSFER
+from relayq.core.modules import task_views
 from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH
 from relayq.core.store import IdempotencyConflict
 
@@ -57,9 +56,9 @@ async def get_task(request: web.Request) -> web.Response:
     task = await request.app[CLIENTS].service.get(task_id(request))
     if task is None:
         raise Problem(404, "task-not-found", "no task with this id")
+    clients = request.app[CLIENTS]
     view = task.to_public()
-    if task.type == TOKEN_TRANSFER:
-        view["purchase"] = await purchase_view(request, task)
+    view.update(await task_views(clients.settings.job_modules, task, request.app[PROCESS]))
     return web.json_response(view)
 
 

@@ -7,13 +7,13 @@ from aiohttp import web
 from relayq.api.auth import KeyRing
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import Clients
+from relayq.core.modules import ProcessContext
 from relayq.core.queue import Queue
-from relayq.core.relayer.relayer import Relayer
 
 SETTINGS = web.AppKey("api_settings", ApiSettings)
 CLIENTS = web.AppKey("clients", Clients)
 QUEUE = web.AppKey("queue", Queue)
 KEYRING = web.AppKey("keyring", KeyRing)
-RELAYER = web.AppKey("relayer", Relayer)
+PROCESS = web.AppKey("process", ProcessContext)
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT = web.RequestKey("client", str)

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from relayq.api.app import create_app
 from relayq.api.settings import ApiSettings
-from relayq.core.chain.settings import ChainSettings
 from relayq.core.settings import Settings, SettingsError
 from relayq.core.telemetry import configure_logging
 from relayq.core.tracing import configure_tracing, shutdown_tracing
@@ -23,7 +22,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = Settings.from_env()
         api = ApiSettings.from_env()
-        chain = ChainSettings.from_env()
     except SettingsError as exc:
         parser.exit(2, f"relayq api: {exc}\n")
     configure_logging(settings.log_level)
@@ -31,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # run_app handles SIGTERM/SIGINT: stop accepting, let in-flight requests
     # finish within shutdown_timeout, then run the cleanup (closing clients).
     web.run_app(
-        create_app(settings, api, chain),
+        create_app(settings, api),
         host=args.host or api.host,
         port=args.port or api.port,
         shutdown_timeout=api.shutdown_seconds,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 from typing import Any
 
@@ -58,8 +60,16 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _document(request: web.Request) -> dict[str, Any]:
+    """The OpenAPI document of what this gateway serves: routes of absent job modules go."""
     registry = request.app[CLIENTS].service.registry
-    return openapi_document([t.name for t in registry.all() if not t.internal])
+    document = openapi_document([t.name for t in registry.all() if not t.internal])
+    served = {
+        re.sub(r"\{task_id\}", "{taskId}", r.resource.canonical)
+        for r in request.app.router.routes()
+        if r.resource is not None
+    }
+    document["paths"] = {p: item for p, item in document["paths"].items() if p in served}
+    return document
 
 
 async def openapi_json(request: web.Request) -> web.Response:

@@ -14,8 +14,8 @@ from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relayq.core.catalog import load_registry
 from relayq.core.keys import Keys
+from relayq.core.modules import load_registry
 from relayq.core.queue import Queue
 from relayq.core.service import JobService
 from relayq.core.settings import Settings

@@ -9,9 +9,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from relayq.core.priorities import Priority, PriorityClass
+
+if TYPE_CHECKING:
+    from relayq.core.modules import ProcessContext
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 JOB_TYPE_MAX_LENGTH = 64
@@ -150,6 +153,8 @@ class JobContext:
         priority: the class it runs under.
         log: a logger whose records carry the task id.
         trace: request id and trace context from the producer.
+        process: what the job modules' startup hooks opened in this process
+            (relayq.core.modules); None where no hooks ran.
     """
 
     task_id: str
@@ -157,6 +162,7 @@ class JobContext:
     priority: Priority
     log: logging.LoggerAdapter[logging.Logger]
     trace: dict[str, str] = field(default_factory=dict)
+    process: ProcessContext | None = None
 
 
 Handler = Callable[[dict[str, Any], JobContext], Awaitable[Any]]

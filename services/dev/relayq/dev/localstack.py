@@ -33,6 +33,7 @@ from relayq.dev.servers import (
 )
 
 FIRST_METRICS_PORT = 9101
+RELAYER_MODULE = "relayq.relayer.jobs"
 RECOVERY_EVERY_SECONDS = 30
 
 
@@ -76,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             for name, value in relayer_env(args.data_dir / "devchain" / "chain.json").items():
                 env.setdefault(name, value)
             env.setdefault("RELAYQ_JITO_RPS", "40")
+        # The relayer is a job module like any other: the API and workers load it by name.
+        modules = [m for m in env.get("RELAYQ_JOB_MODULES", "").split(",") if m.strip()]
+        if RELAYER_MODULE not in modules:
+            env["RELAYQ_JOB_MODULES"] = ",".join([*modules, RELAYER_MODULE])
         env.setdefault("RELAYQ_API_KEY", secrets.token_urlsafe(24))
         env.setdefault("RELAYQ_ADMIN_TOKEN", secrets.token_urlsafe(24))
         api_port = int(env.get("RELAYQ_API_PORT") or 8080)

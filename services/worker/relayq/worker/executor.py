@@ -27,6 +27,7 @@ from relayq.core.jobs import (
     TaskState,
     UnknownJobType,
 )
+from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Queue
 from relayq.core.settings import Settings
@@ -79,12 +80,18 @@ class TaskExecutor:
     """Runs deliveries against task records: claim, run, complete, retry or dead-letter."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, store: TaskStore, queue: Queue
+        self,
+        settings: Settings,
+        registry: Registry,
+        store: TaskStore,
+        queue: Queue,
+        process: ProcessContext | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.store = store
         self.queue = queue
+        self.process = process
         self._rng = random.Random()
         self._running: dict[str, Task] = {}
         for priority, cls in settings.classes.items():
@@ -157,7 +164,9 @@ class TaskExecutor:
         adapter = logging.LoggerAdapter(
             log, {"task_id": task.id, "type": task.type, "priority": p, **task.trace}
         )
-        ctx = JobContext(task.id, task.attempts, delivery.priority, adapter, task.trace)
+        ctx = JobContext(
+            task.id, task.attempts, delivery.priority, adapter, task.trace, self.process
+        )
         log_event(
             log,
             logging.INFO,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from prometheus_client import start_http_server
 
 from relayq.core.clients import open_clients
+from relayq.core.modules import ProcessContext, started
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings, SettingsError
 from relayq.core.telemetry import configure_logging, log_event
@@ -41,8 +42,13 @@ async def serve(
     port = settings.metrics_port if metrics_port is None else metrics_port
     if port:
         start_http_server(port)
-    async with open_clients(settings) as clients:
-        executor = TaskExecutor(settings, clients.service.registry, clients.store, clients.queue)
+    async with (
+        open_clients(settings) as clients,
+        started(settings.job_modules, ProcessContext(clients)) as process,
+    ):
+        executor = TaskExecutor(
+            settings, clients.service.registry, clients.store, clients.queue, process
+        )
         worker = Worker(
             clients.queue,
             executor,
