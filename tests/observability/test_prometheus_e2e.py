@@ -69,6 +69,8 @@ def _settings(redis_srv: LocalServer, mongo_url: str) -> Settings:
         key_prefix=f"obs{uuid.uuid4().hex[:8]}",
         lease_seconds=5.0,
         drain_seconds=2.0,
+        # As the chart deploys it: the relayer's metrics are on the dashboards.
+        job_modules=("relayq.relayer.jobs",),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from prometheus_client import REGISTRY
+
 from relayq.core.clients import Clients
 from relayq.core.jobs import TaskState
 from relayq.core.keys import CONSUMER_GROUP
@@ -53,6 +55,9 @@ async def test_a_claim_within_its_lease_is_left_to_its_worker(clients: Clients) 
     assert record is not None and record.state is TaskState.ACTIVE
 
 
+POISONED = "relayq_jobs_dead_lettered_total"
+
+
 async def test_a_stalled_claim_delivered_too_often_is_dead_lettered(clients: Clients) -> None:
     clients.settings = replace(clients.settings, max_deliveries=1)
     task_id = await _claimed_by_a_dead_worker(clients)
@@ -60,9 +65,18 @@ async def test_a_stalled_claim_delivered_too_often_is_dead_lettered(clients: Cli
     await Queue(clients.redis, clients.queue.keys).reclaim(Priority.HIGH, "dead-2", 0, 10, 5)
     await asyncio.sleep(clients.settings.lease_seconds + 0.3)
 
+    labels = {"priority": "high", "reason": "poison"}
+    before = REGISTRY.get_sample_value(POISONED, labels) or 0.0
+
     summary = await recovery(clients, grace_seconds=0).run_once()
 
-    assert summary.poison == 1 and summary.reclaimed == 0
+    assert summary.poison == 1 and summary.dead_lettered == 1 and summary.reclaimed == 0
+    # Counted like any dead letter, and reported for the API to export.
+    assert (
+        REGISTRY.get_sample_value(POISONED, {"priority": "high", "reason": "poison"}) == before + 1
+    )
+    report = await clients.redis.hgetall(clients.queue.keys.recovery_report)
+    assert int(report["dead_lettered_total"]) == 1
     assert await held(clients, Priority.HIGH) == []
     record = await clients.store.get(task_id)
     assert record is not None and record.state is TaskState.FAILED

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+from prometheus_client import REGISTRY
 from pytest_aiohttp import AiohttpClient
 
 from relayq.api.app import create_app
@@ -16,7 +18,7 @@ from relayq.relayer.relayer import Relayer
 from tests.conftest import InProcessWorker, wait_until
 from tests.gateway import CLIENT, api_settings, problem
 from tests.integration.conftest import Api
-from tests.relayer.conftest import Devchain, contract_balances
+from tests.relayer.conftest import VALIDITY_SLOTS, Devchain, contract_balances
 
 WALLET = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 
@@ -166,3 +168,29 @@ async def test_purchase_routes_answer_503_without_a_relayer(
     )  # fmt: skip
     await problem(resp, 503, "relayer-unavailable")
     await problem(await api.get("/v1/bundles", headers=CLIENT), 503, "relayer-unavailable")
+
+
+async def test_a_swap_that_never_landed_dead_letters_its_task_and_is_counted(
+    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain
+) -> None:
+    labels = {"priority": "high", "reason": "refused"}
+    before = REGISTRY.get_sample_value("relayq_jobs_dead_lettered_total", labels) or 0.0
+    landed = (await chain.state())["bundlesLanded"]
+    await chain.faults(dropBundles=1)  # accepted by the block engine, never lands
+    request = asyncio.create_task(buy(gateway))
+
+    async def sent() -> bool:
+        found = await relayer.purchases.purchases.find_one({"swap.bundleId": {"$exists": True}})
+        return found is not None
+
+    await wait_until(sent, timeout=10)
+    # The blockhash expires with no signature of the bundle landed: the chain's verdict.
+    await chain.faults(advanceSlots=VALIDITY_SLOTS + 20)
+    resp = await request
+    body = await resp.json()
+
+    assert resp.status == 200 and body["status"] == "failed", body
+    task = await clients.store.get(body["taskId"])
+    assert task is not None and task.state is TaskState.FAILED
+    assert REGISTRY.get_sample_value("relayq_jobs_dead_lettered_total", labels) == before + 1
+    assert (await chain.state())["bundlesLanded"] == landed

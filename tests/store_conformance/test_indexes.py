@@ -15,8 +15,8 @@ import pytest
 
 from relayq.core.jobs import TaskState
 from relayq.core.priorities import Priority
-from relayq.core.store import NewTask, TaskStore, now
-from relayq.recovery.retention import FINISHED, TTL_INDEX, apply_retention
+from relayq.core.store import FINISHED, NewTask, TaskStore, now
+from relayq.recovery.retention import TTL_INDEX, apply_retention
 from relayq.recovery.settings import RecoverySettings
 
 DECLARED = {

@@ -64,3 +64,34 @@ def test_only_the_relayer_imports_solana_libraries(member: str) -> None:
     for path, names in imports(MEMBERS[member]).items():
         solana = {n for n in names if n.split(".")[0] in SOLANA}
         assert not solana, f"{path} imports {sorted(solana)}"
+
+
+# Writes of the task collection outside core (task fields belong to relayq.core.lifecycle).
+COLLECTION_WRITES = {
+    "insert_one", "insert_many", "update_one", "update_many", "replace_one",
+    "find_one_and_update", "find_one_and_replace", "find_one_and_delete",
+    "delete_one", "delete_many", "bulk_write",
+}  # fmt: skip
+
+
+def writes_outside_core(path: Path) -> list[str]:
+    """Calls of `transition` and of a write method on a `tasks` collection, by line."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = node.func.value
+        owner_name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", "")
+        if node.func.attr == "transition" or (
+            node.func.attr in COLLECTION_WRITES and owner_name == "tasks"
+        ):
+            found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.func.attr}")
+    return found
+
+
+@pytest.mark.parametrize("member", sorted(set(MEMBERS) - {"core"}))
+def test_only_core_writes_task_records(member: str) -> None:
+    # Named transitions (Lifecycle) and store methods, never a raw write: renaming
+    # an argument cannot get around this, since any call of these names counts.
+    found = [w for path in MEMBERS[member].rglob("*.py") for w in writes_outside_core(path)]
+    assert not found, found

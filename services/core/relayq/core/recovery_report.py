@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from relayq.core.keys import Keys
 
 OUTCOMES = ("success", "failure", "skipped")
-ACTIONS = ("redispatched", "reclaimed", "settled", "deleted")
+ACTIONS = ("redispatched", "reclaimed", "settled", "deleted", "dead_lettered")
 READ_TIMEOUT_SECONDS = 1.0
 
 

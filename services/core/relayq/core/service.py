@@ -14,6 +14,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from relayq.core.jobs import InvalidPayload, Registry, Task, TaskState
+from relayq.core.lifecycle import Lifecycle
 from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue, QueueStats
 from relayq.core.settings import Settings
@@ -92,6 +93,7 @@ class JobService:
         self.settings = settings
         self.registry = registry
         self.store = store
+        self.lifecycle = Lifecycle(store)
         self.queue = queue
 
     def _prepare(self, request: JobRequest) -> NewTask:
@@ -211,14 +213,7 @@ class JobService:
                     error=str(exc),
                 )
                 for t in group:
-                    reverted = await self.store.transition(
-                        t.id,
-                        [TaskState.QUEUED],
-                        TaskState.PENDING,
-                        version=t.version,
-                        set_fields={"queued_at": None},
-                    )
-                    left[t.id] = reverted or t
+                    left[t.id] = await self.lifecycle.hold(t) or t
                 continue
             for t in group:
                 ENQUEUED.labels(priority=priority.value, type=t.type).inc()
@@ -228,13 +223,7 @@ class JobService:
         """pending -> queued, then dispatch; returns the tasks still pending."""
         queued = []
         for t in tasks:
-            moved = await self.store.transition(
-                t.id,
-                [TaskState.PENDING],
-                TaskState.QUEUED,
-                version=t.version,
-                set_fields={"queued_at": now()},
-            )
+            moved = await self.lifecycle.release(t)
             if moved is not None:
                 queued.append(moved)
         return await self.dispatch(queued)
@@ -246,26 +235,14 @@ class JobService:
         return await self.store.list(**filters)
 
     async def retry_dead_letter(self, task_id: str) -> Task | None:
-        """failed -> pending with a fresh attempt budget, then dispatch; None if not failed.
+        """failed -> queued with a fresh attempt budget (Lifecycle.revive), then dispatch.
 
-        `attempts` keeps counting every run; the budget is extended by the
-        task's original number of attempts.
+        None if the task is not a dead letter.
         """
         current = await self.store.get(task_id)
         if current is None or current.state is not TaskState.FAILED:
             return None
-        task = await self.store.transition(
-            task_id,
-            [TaskState.FAILED],
-            TaskState.QUEUED,
-            version=current.version,
-            set_fields={
-                "max_attempts": current.attempts + current.attempt_budget,
-                "finished_at": None,
-                "run_at": None,
-                "queued_at": now(),
-            },
-        )
+        task = await self.lifecycle.revive(current)
         if task is None:
             return None
         task = (await self.dispatch([task])).get(task.id, task)

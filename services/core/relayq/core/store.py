@@ -25,6 +25,8 @@ from relayq.core.jobs import InvalidPayload, Task, TaskState
 from relayq.core.priorities import Priority
 
 MAX_PAGE = 500
+DELETE_BATCH = 500
+FINISHED = [TaskState.COMPLETED.value, TaskState.FAILED.value]
 # Codes of a server refusing a document's contents: BadValue, Overflow (nested
 # too deep), BSONObjectTooLarge, and a document that grew too large in an update.
 REFUSED_CODES = frozenset({2, 15, 10334, 17419})
@@ -219,6 +221,27 @@ class TaskStore:
             )
         )
         return _task(doc) if doc is not None else None
+
+    async def delete_finished(self, before: datetime, max_deletes: int) -> int:
+        """Delete up to `max_deletes` completed or failed tasks finished before `before`."""
+        query = {"state": {"$in": FINISHED}, "finished_at": {"$lt": before}}
+        deleted = 0
+        while deleted < max_deletes:
+            limit = min(DELETE_BATCH, max_deletes - deleted)
+            docs = await with_transient_retry(
+                lambda n=limit: self.tasks.find(query, {"_id": 1}).limit(n).to_list()  # type: ignore[misc]
+            )
+            if not docs:
+                break
+            ids = [d["_id"] for d in docs]
+            # The state guard again: a dead letter retried meanwhile is not finished any more.
+            result = await with_transient_retry(
+                lambda i=ids: self.tasks.delete_many({"_id": {"$in": i}, **query})  # type: ignore[misc]
+            )
+            deleted += int(result.deleted_count)
+            if len(docs) < limit:
+                break
+        return deleted
 
     async def delete(self, task_id: str, states: Sequence[TaskState]) -> bool:
         result = await self.tasks.delete_one(

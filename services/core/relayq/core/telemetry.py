@@ -85,12 +85,13 @@ RECLAIMED = Counter(
 )
 DEAD_LETTERED = Counter(
     "relayq_jobs_dead_lettered_total",
-    "Jobs moved to the dead letters, by reason: attempts, poison, permanent, unknown-type.",
+    "Jobs moved to the dead letters, by reason: attempts, poison, permanent, unknown-type,"
+    " refused (a job module's verdict, e.g. a swap the chain refused).",
     ["priority", "reason"],
 )
 # The type label of a job whose type no registry knows: keeps label values bounded.
 UNKNOWN_TYPE_LABEL = "unknown"
-DEAD_LETTER_REASONS = ("attempts", "poison", "permanent", "unknown-type")
+DEAD_LETTER_REASONS = ("attempts", "poison", "permanent", "unknown-type", "refused")
 
 
 def init_job_metrics(types: Iterable[str]) -> None:

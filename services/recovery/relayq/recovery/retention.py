@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pymongo.errors import OperationFailure
 
-from relayq.core.jobs import TaskState
-from relayq.core.store import TaskStore, now, with_transient_retry
+from relayq.core.store import TaskStore, now
 from relayq.recovery.settings import RecoverySettings
 
 TTL_INDEX = "finished_ttl"
-DELETE_BATCH = 500
 NOT_IMPLEMENTED = 238
 COMMAND_NOT_SUPPORTED = 115
 INDEX_OPTIONS_CONFLICT = 85
-FINISHED = [TaskState.COMPLETED.value, TaskState.FAILED.value]
 
 log = logging.getLogger("relayq.recovery.retention")
 
@@ -57,7 +54,7 @@ async def apply_retention(store: TaskStore, settings: RecoverySettings) -> Reten
         return Retention("off")
     if settings.ttl_index and await _ensure_ttl_index(store, settings):
         cutoff = now() - timedelta(seconds=settings.retention_seconds + settings.ttl_lag_seconds)
-        behind = await delete_finished_before(store, cutoff, settings.max_deletes)
+        behind = await store.delete_finished(cutoff, settings.max_deletes)
         if behind:
             log.warning(
                 "the server keeps a TTL index on finished_at but left %d tasks more than %ds"
@@ -67,9 +64,7 @@ async def apply_retention(store: TaskStore, settings: RecoverySettings) -> Reten
             )
         return Retention("ttl-index", behind)
     cutoff = now() - timedelta(seconds=settings.retention_seconds)
-    return Retention(
-        "bounded-delete", await delete_finished_before(store, cutoff, settings.max_deletes)
-    )
+    return Retention("bounded-delete", await store.delete_finished(cutoff, settings.max_deletes))
 
 
 async def _ensure_ttl_index(store: TaskStore, settings: RecoverySettings) -> bool:
@@ -92,25 +87,3 @@ async def _ensure_ttl_index(store: TaskStore, settings: RecoverySettings) -> boo
             }
         )
     return True
-
-
-async def delete_finished_before(store: TaskStore, cutoff: datetime, max_deletes: int) -> int:
-    """Delete up to `max_deletes` completed or failed tasks finished before `cutoff`."""
-    query = {"state": {"$in": FINISHED}, "finished_at": {"$lt": cutoff}}
-    deleted = 0
-    while deleted < max_deletes:
-        limit = min(DELETE_BATCH, max_deletes - deleted)
-        docs = await with_transient_retry(
-            lambda n=limit: store.tasks.find(query, {"_id": 1}).limit(n).to_list()  # type: ignore[misc]
-        )
-        if not docs:
-            break
-        ids = [d["_id"] for d in docs]
-        # The state guard again: a dead letter retried meanwhile is not finished any more.
-        result = await with_transient_retry(
-            lambda i=ids: store.tasks.delete_many({"_id": {"$in": i}, **query})  # type: ignore[misc]
-        )
-        deleted += int(result.deleted_count)
-        if len(docs) < limit:
-            break
-    return deleted

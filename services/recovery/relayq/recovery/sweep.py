@@ -16,8 +16,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relayq.core.jobs import CLAIMABLE_STATES, TaskState
+from relayq.core.jobs import TaskState
 from relayq.core.keys import CONSUMER_GROUP, Keys
+from relayq.core.lifecycle import UNFINISHED, Lifecycle
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
 from relayq.core.store import TaskStore, now, with_transient_retry
@@ -51,6 +52,7 @@ class Summary:
     settled: int = 0
     reclaimed: int = 0
     poison: int = 0
+    dead_lettered: int = 0
     stream_entries: int = 0
     delayed_entries: int = 0
     candidates: int = 0
@@ -73,6 +75,7 @@ class Summary:
             "settled": self.settled,
             "reclaimed": self.reclaimed,
             "poison": self.poison,
+            "deadLettered": self.dead_lettered,
             "scanned": {
                 "streamEntries": self.stream_entries,
                 "delayedEntries": self.delayed_entries,
@@ -107,6 +110,7 @@ class Recovery:
         self.recovery = recovery
         self.redis = redis
         self.store = store
+        self.lifecycle = Lifecycle(store)
         self.keys = Keys(settings.key_prefix)
         self.lock = RunLock(redis, self.keys, recovery.lock_seconds)
         self._redispatch = script(redis, "redispatch")
@@ -195,26 +199,17 @@ class Recovery:
             )
         for task_id, type_, deliveries in poison:
             summary.poison += 1
-            failed = await self.store.transition(
+            failed = await self.lifecycle.dead_letter(
                 str(task_id),
-                [*CLAIMABLE_STATES, TaskState.ACTIVE],
-                TaskState.FAILED,
-                set_fields={
-                    "last_error": f"poison: delivered {deliveries} times without finishing",
-                    "finished_at": now(),
-                },
+                type_=str(type_),
+                priority=priority,
+                error=f"poison: delivered {deliveries} times without finishing",
+                reason="poison",
+                expected=UNFINISHED,
+                deliveries=int(deliveries),
             )
             if failed is not None:
-                log_event(
-                    log,
-                    logging.ERROR,
-                    "job dead-lettered",
-                    task_id=str(task_id),
-                    type=str(type_),
-                    priority=priority.value,
-                    reason="poison",
-                    deliveries=int(deliveries),
-                )
+                summary.dead_lettered += 1
 
     # -- lost dispatch -------------------------------------------------------
 
@@ -299,16 +294,7 @@ class Recovery:
         """pending and active (its worker gone) move to queued, guarded; others stay as they are."""
         if c.state not in (TaskState.PENDING, TaskState.ACTIVE):
             return c
-        moved = await self.store.transition(
-            c.id,
-            [c.state],
-            TaskState.QUEUED,
-            version=c.version,
-            set_fields={
-                "queued_at": now(),
-                **({"worker": None} if c.state is TaskState.ACTIVE else {}),
-            },
-        )
+        moved = await self.lifecycle.requeue(c.id, c.state, c.version)
         if moved is None:
             return None
         if c.state is TaskState.ACTIVE:
@@ -337,6 +323,7 @@ class Recovery:
                 "reclaimed", s.reclaimed,
                 "settled", s.settled,
                 "deleted", deleted,
+                "dead_lettered", s.dead_lettered,
             ],
         )  # fmt: skip
 

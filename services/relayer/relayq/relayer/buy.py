@@ -227,12 +227,10 @@ async def _conclude(
         return BuyResult(task, purchase, status_of(task, purchase), created=True)
     if check.verdict is Verdict.FAILED:
         PURCHASES.labels(outcome="failed").inc()
-        failed = await relayer.clients.store.transition(
-            task.id,
-            [TaskState.PENDING],
-            TaskState.FAILED,
-            set_fields={"last_error": check.error, "finished_at": now()},
-        )
+        failed = await service.lifecycle.dead_letter(
+            task.id, type_=task.type, priority=task.priority, error=check.error or "swap failed",
+            reason="refused", expected=[TaskState.PENDING],
+        )  # fmt: skip
         task = failed or task
         log_event(log, logging.WARNING, "swap failed", task_id=task.id, error=check.error)
         return BuyResult(task, purchase, "failed", created=True)

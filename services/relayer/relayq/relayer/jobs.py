@@ -25,7 +25,6 @@ from relayq.core.jobs import (
 from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
-from relayq.core.store import now
 from relayq.core.telemetry import log_event
 from relayq.relayer.buy import DB_UPDATE, SWAP_SETTLE, TOKEN_TRANSFER
 from relayq.relayer.chain.settings import ChainSettings
@@ -112,12 +111,11 @@ async def swap_settle(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any
     if purchase.swap["state"] == SwapState.LANDED.value:
         await service.dispatch_pending([task])
     else:
-        await relayer.clients.store.transition(
-            task.id,
-            [TaskState.PENDING],
-            TaskState.FAILED,
-            set_fields={"last_error": purchase.swap.get("error"), "finished_at": now()},
-        )
+        await service.lifecycle.dead_letter(
+            task.id, type_=task.type, priority=task.priority,
+            error=str(purchase.swap.get("error") or "swap failed"), reason="refused",
+            expected=[TaskState.PENDING],
+        )  # fmt: skip
     return {"swap": purchase.swap["state"]}
 
 

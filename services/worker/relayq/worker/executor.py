@@ -13,11 +13,9 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from relayq.core.jobs import (
-    CLAIMABLE_STATES,
     Defer,
     JobContext,
     JobType,
@@ -27,13 +25,13 @@ from relayq.core.jobs import (
     TaskState,
     UnknownJobType,
 )
+from relayq.core.lifecycle import UNFINISHED, Lifecycle
 from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Queue
 from relayq.core.settings import Settings
-from relayq.core.store import TaskStore, now
+from relayq.core.store import TaskStore
 from relayq.core.telemetry import (
-    DEAD_LETTERED,
     JOBS,
     QUEUE_WAIT_SECONDS,
     RUN_SECONDS,
@@ -90,6 +88,7 @@ class TaskExecutor:
         self.settings = settings
         self.registry = registry
         self.store = store
+        self.lifecycle = Lifecycle(store)
         self.queue = queue
         self.process = process
         self._rng = random.Random()
@@ -115,16 +114,8 @@ class TaskExecutor:
                 # Spread the deferred jobs so they do not all return at once.
                 return RetryIn(wait * (1 + self._rng.random()))
 
-        expected = list(CLAIMABLE_STATES)
-        if delivery.deliveries > 1:
-            expected.append(TaskState.ACTIVE)  # the previous holder's lease expired
-        started = now()
-        task = await self.store.transition(
-            msg.task_id,
-            expected,
-            TaskState.ACTIVE,
-            set_fields={"started_at": started, "worker": consumer, "run_at": None},
-            inc_fields={"attempts": 1},
+        task = await self.lifecycle.start(
+            msg.task_id, consumer, redelivered=delivery.deliveries > 1
         )
         if task is None:
             JOBS.labels(priority=p, type=msg.type, outcome="dropped").inc()
@@ -206,13 +197,7 @@ class TaskExecutor:
                 return Ack()
             cls = self.settings.priority_class(delivery.priority)
             delay = job_type.backoff_seconds(cls, task.attempts, self._rng)
-            retrying = await self.store.transition(
-                task.id,
-                [TaskState.ACTIVE],
-                TaskState.RETRYING,
-                version=task.version,
-                set_fields={"last_error": error, "run_at": _after(delay)},
-            )
+            retrying = await self.lifecycle.retry_later(task, error, delay)
             if retrying is None:  # superseded by a newer holder
                 JOBS.labels(priority=p, type=task.type, outcome="dropped").inc()
                 return Ack()
@@ -231,13 +216,7 @@ class TaskExecutor:
             return RetryIn(delay)
 
         RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
-        done = await self.store.transition(
-            task.id,
-            [TaskState.ACTIVE],
-            TaskState.COMPLETED,
-            version=task.version,
-            set_fields={"result": result, "finished_at": now(), "last_error": None},
-        )
+        done = await self.lifecycle.complete(task, result)
         outcome = "completed" if done is not None else "dropped"
         JOBS.labels(priority=p, type=task.type, outcome=outcome).inc()
         log_event(
@@ -254,14 +233,7 @@ class TaskExecutor:
     async def _defer(self, task: Task, exc: Defer) -> Outcome:
         """Back to `retrying` after `exc.seconds`, this run not counted as an attempt."""
         p = task.priority.value
-        deferred = await self.store.transition(
-            task.id,
-            [TaskState.ACTIVE],
-            TaskState.RETRYING,
-            version=task.version,
-            set_fields={"last_error": f"waiting: {exc}", "run_at": _after(exc.seconds)},
-            inc_fields={"attempts": -1},
-        )
+        deferred = await self.lifecycle.defer(task, str(exc), exc.seconds)
         outcome = "deferred" if deferred is not None else "dropped"
         JOBS.labels(priority=p, type=task.type, outcome=outcome).inc()
         log_event(
@@ -282,7 +254,7 @@ class TaskExecutor:
         msg = delivery.message
         await self._fail(
             msg.task_id, msg.type, delivery.priority, error, reason,
-            expected=[*CLAIMABLE_STATES, TaskState.ACTIVE], deliveries=delivery.deliveries,
+            expected=list(UNFINISHED), deliveries=delivery.deliveries,
         )  # fmt: skip
 
     async def _fail(
@@ -297,33 +269,16 @@ class TaskExecutor:
         version: int | None = None,
         **context: int,
     ) -> None:
-        failed = await self.store.transition(
-            task_id,
-            expected,
-            TaskState.FAILED,
-            version=version,
-            set_fields={"last_error": error, "finished_at": now()},
-        )
-        p = priority.value
+        failed = await self.lifecycle.dead_letter(
+            task_id, type_=job_type, priority=priority, error=error, reason=reason,
+            expected=expected, version=version, **context,
+        )  # fmt: skip
         # Any string may arrive as an unknown type: keep the label values bounded.
         label = UNKNOWN_TYPE_LABEL if reason == "unknown-type" else job_type
-        if failed is None:
-            if version is not None:  # a newer holder superseded this run
-                JOBS.labels(priority=p, type=label, outcome="dropped").inc()
-            return
-        JOBS.labels(priority=p, type=label, outcome="failed").inc()
-        DEAD_LETTERED.labels(priority=p, reason=reason).inc()
-        log_event(
-            log,
-            logging.ERROR,
-            "job dead-lettered",
-            task_id=task_id,
-            type=job_type,
-            priority=p,
-            reason=reason,
-            error=error,
-            **context,
-        )
+        if failed is not None:
+            JOBS.labels(priority=priority.value, type=label, outcome="failed").inc()
+        elif version is not None:  # a newer holder superseded this run
+            JOBS.labels(priority=priority.value, type=label, outcome="dropped").inc()
 
     async def poison(self, delivery: Delivery) -> None:
         """A delivery handed out more than max_deliveries times: dead-letter its task."""
@@ -336,19 +291,8 @@ class TaskExecutor:
         task = self._running.pop(delivery.entry_id, None)
         if task is None:
             return False
-        returned = await self.store.transition(
-            task.id,
-            [TaskState.ACTIVE],
-            TaskState.RETRYING,
-            version=task.version,
-            set_fields={"last_error": "worker stopped before the job finished", "run_at": now()},
-            inc_fields={"attempts": -1},
-        )
+        returned = await self.lifecycle.hand_back(task, "worker stopped before the job finished")
         return returned is not None
-
-
-def _after(seconds: float) -> datetime:
-    return now() + timedelta(seconds=seconds)
 
 
 def _error_text(exc: BaseException) -> str:

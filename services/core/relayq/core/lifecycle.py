@@ -1,0 +1,194 @@
+"""The task lifecycle: every state change of a task record, by name.
+
+Callers say what happened (`start`, `complete`, `dead_letter`, ...); this
+module decides which fields that means and emits the metric and the log line
+of that change, in one place, so no path can dead-letter a task without
+counting it. Each change is a guarded update (`TaskStore.transition`) on the
+expected state, and on the version where the caller holds one. Every method
+returns the updated task, or None when the guard did not match: another writer
+got there first, and the caller must not act on the task.
+
+Nothing outside relayq.core writes task fields: a test walks the source of the
+other members for calls of `transition` and for raw collection writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from relayq.core.jobs import CLAIMABLE_STATES, Task, TaskState
+from relayq.core.priorities import Priority
+from relayq.core.store import TaskStore, now
+from relayq.core.telemetry import DEAD_LETTERED, log_event
+
+log = logging.getLogger("relayq.lifecycle")
+
+# A dead letter of a task that may be anywhere short of finished (poison, unknown type).
+UNFINISHED = (*CLAIMABLE_STATES, TaskState.ACTIVE)
+
+
+def _after(seconds: float) -> datetime:
+    return now() + timedelta(seconds=seconds)
+
+
+class Lifecycle:
+    """Named, guarded state changes of the tasks in one TaskStore."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    # -- a worker's run ----------------------------------------------------------
+
+    async def start(self, task_id: str, worker: str, *, redelivered: bool) -> Task | None:
+        """queued, retrying or pending -> active, one more attempt counted.
+
+        A redelivery may also take over an `active` task: its previous holder's
+        lease expired.
+        """
+        expected = [*CLAIMABLE_STATES, *([TaskState.ACTIVE] if redelivered else [])]
+        return await self.store.transition(
+            task_id,
+            expected,
+            TaskState.ACTIVE,
+            set_fields={"started_at": now(), "worker": worker, "run_at": None},
+            inc_fields={"attempts": 1},
+        )
+
+    async def complete(self, task: Task, result: Any) -> Task | None:
+        """active -> completed with the handler's result."""
+        return await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.COMPLETED,
+            version=task.version,
+            set_fields={"result": result, "finished_at": now(), "last_error": None},
+        )
+
+    async def retry_later(self, task: Task, error: str, delay_seconds: float) -> Task | None:
+        """active -> retrying: the attempt failed and counts; run again after the delay."""
+        return await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.RETRYING,
+            version=task.version,
+            set_fields={"last_error": error, "run_at": _after(delay_seconds)},
+        )
+
+    async def defer(self, task: Task, reason: str, seconds: float) -> Task | None:
+        """active -> retrying after `seconds`; the run was a wait, not an attempt."""
+        return await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.RETRYING,
+            version=task.version,
+            set_fields={"last_error": f"waiting: {reason}", "run_at": _after(seconds)},
+            inc_fields={"attempts": -1},
+        )
+
+    async def hand_back(self, task: Task, reason: str) -> Task | None:
+        """active -> retrying, due now; the run was cut short and does not count."""
+        return await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.RETRYING,
+            version=task.version,
+            set_fields={"last_error": reason, "run_at": now()},
+            inc_fields={"attempts": -1},
+        )
+
+    async def dead_letter(
+        self,
+        task_id: str,
+        *,
+        type_: str,
+        priority: Priority,
+        error: str,
+        reason: str,
+        expected: Sequence[TaskState] = (TaskState.ACTIVE,),
+        version: int | None = None,
+        **context: Any,
+    ) -> Task | None:
+        """-> failed (a dead letter an operator may retry), counted and logged.
+
+        `reason` is the dead-letter metric's label: attempts, permanent, poison,
+        unknown-type, or refused (a job module's own verdict, e.g. a swap the
+        chain refused); `context` joins the log line.
+        """
+        failed = await self.store.transition(
+            task_id,
+            expected,
+            TaskState.FAILED,
+            version=version,
+            set_fields={"last_error": error, "finished_at": now()},
+        )
+        if failed is not None:
+            DEAD_LETTERED.labels(priority=priority.value, reason=reason).inc()
+            log_event(
+                log,
+                logging.ERROR,
+                "job dead-lettered",
+                task_id=task_id,
+                type=type_,
+                priority=priority.value,
+                reason=reason,
+                error=error,
+                **context,
+            )
+        return failed
+
+    # -- dispatch ------------------------------------------------------------------
+
+    async def hold(self, task: Task) -> Task | None:
+        """queued -> pending: Redis refused the job; recovery (or a later call) dispatches it."""
+        return await self.store.transition(
+            task.id,
+            [TaskState.QUEUED],
+            TaskState.PENDING,
+            version=task.version,
+            set_fields={"queued_at": None},
+        )
+
+    async def release(self, task: Task) -> Task | None:
+        """pending -> queued: a held task goes out to be dispatched."""
+        return await self.store.transition(
+            task.id,
+            [TaskState.PENDING],
+            TaskState.QUEUED,
+            version=task.version,
+            set_fields={"queued_at": now()},
+        )
+
+    async def requeue(self, task_id: str, state: TaskState, version: int) -> Task | None:
+        """pending or active (its worker and claim gone) -> queued, for recovery to dispatch."""
+        return await self.store.transition(
+            task_id,
+            [state],
+            TaskState.QUEUED,
+            version=version,
+            set_fields={
+                "queued_at": now(),
+                **({"worker": None} if state is TaskState.ACTIVE else {}),
+            },
+        )
+
+    async def revive(self, task: Task) -> Task | None:
+        """failed -> queued with a fresh attempt budget: an operator retries a dead letter.
+
+        `attempts` keeps counting every run; the budget grows by the task's
+        original number of attempts.
+        """
+        return await self.store.transition(
+            task.id,
+            [TaskState.FAILED],
+            TaskState.QUEUED,
+            version=task.version,
+            set_fields={
+                "max_attempts": task.attempts + task.attempt_budget,
+                "finished_at": None,
+                "run_at": None,
+                "queued_at": now(),
+            },
+        )
