@@ -113,7 +113,7 @@ async def measure_with_store(
             )
             countdown = Countdown(jobs)
             executor = CountingExecutor(
-                settings, clients.service.registry, clients.store, clients.queue
+                settings, clients.service.registry, clients.service.lifecycle, clients.queue
             )
             executor.countdown = countdown
             worker = Worker(clients.queue, executor, _config(concurrency))

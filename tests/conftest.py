@@ -197,7 +197,7 @@ class InProcessWorker:
         s = clients.settings
         p = Priority(priority)
         self.executor = TaskExecutor(
-            s, clients.service.registry, clients.store, clients.queue, process
+            s, clients.service.registry, clients.service.lifecycle, clients.queue, process
         )
         cfg = WorkerConfig(
             priority=p,

@@ -30,7 +30,6 @@ from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Queue
 from relayq.core.settings import Settings
-from relayq.core.store import TaskStore
 from relayq.core.telemetry import (
     JOBS,
     QUEUE_WAIT_SECONDS,
@@ -75,20 +74,23 @@ class Executor(Protocol):
 
 
 class TaskExecutor:
-    """Runs deliveries against task records: claim, run, complete, retry or dead-letter."""
+    """Runs deliveries against task records: claim, run, complete, retry or dead-letter.
+
+    Every state change goes through `lifecycle` and comes back out as an
+    Outcome (Ack, RetryIn) for the runner to act on in Redis.
+    """
 
     def __init__(
         self,
         settings: Settings,
         registry: Registry,
-        store: TaskStore,
+        lifecycle: Lifecycle,
         queue: Queue,
         process: ProcessContext | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self.store = store
-        self.lifecycle = Lifecycle(store)
+        self.lifecycle = lifecycle
         self.queue = queue
         self.process = process
         self._rng = random.Random()

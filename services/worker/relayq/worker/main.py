@@ -47,7 +47,7 @@ async def serve(
         started(settings.job_modules, ProcessContext(clients)) as process,
     ):
         executor = TaskExecutor(
-            settings, clients.service.registry, clients.store, clients.queue, process
+            settings, clients.service.registry, clients.service.lifecycle, clients.queue, process
         )
         worker = Worker(
             clients.queue,
