@@ -50,15 +50,14 @@ soak: install
 	@RELAYQ_CHAOS_SECONDS=$(DURATION) RELAYQ_CHAOS_RATE=$(RATE) $(UV) run --no-sync pytest -q tests/chaos \
 	  --timeout=$$(( $(DURATION) + 900 )) $(PYTEST_ARGS)
 
-# One image per service, built from the repository root with the Docker engine.
+# One image per service, each a target of the one Dockerfile, built with the Docker engine.
 IMAGE_TAG ?= dev
 images:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
-	  echo "make images: no Docker engine reachable here; build the Dockerfiles on a machine with one" >&2; exit 1; }
-	docker build -f services/api/Dockerfile -t relayq/api:$(IMAGE_TAG) .
-	docker build -f services/worker/Dockerfile -t relayq/worker:$(IMAGE_TAG) .
-	docker build -f services/recovery/Dockerfile -t relayq/recovery:$(IMAGE_TAG) .
-	docker build -f operator/Dockerfile -t relayq/operator:$(IMAGE_TAG) .
+	  echo "make images: no Docker engine reachable here; build the Dockerfile's targets on a machine with one" >&2; exit 1; }
+	for target in api worker recovery operator; do \
+	  docker build --target $$target -t relayq/$$target:$(IMAGE_TAG) . || exit 1; \
+	done
 
 # Grafana dashboards, generated into deploy/helm/relayq/files/dashboards/ (commit the JSON).
 dashboards: install

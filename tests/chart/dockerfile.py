@@ -60,6 +60,35 @@ class Dockerfile:
     def final(self) -> Stage:
         return self.stages[-1]
 
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no stage {name!r}")
+
+    def chain(self, name: str) -> list[Stage]:
+        """The stage `name` and the stages it is built FROM, oldest first."""
+        chain = [self.stage(name)]
+        names = {s.name for s in self.stages}
+        while chain[0].base in names:
+            chain.insert(0, self.stage(chain[0].base))
+        return chain
+
+    def target(self, name: str) -> Stage:
+        """What `--target name` runs, as one stage: its base image and every instruction."""
+        chain = self.chain(name)
+        merged = [i for s in chain for i in s.instructions]
+        return Stage(chain[0].base, name, merged)
+
+    def builds_of(self, name: str) -> list[Stage]:
+        """The stages whose output the target copies in (`COPY --from=`), with their ancestors."""
+        found: list[Stage] = []
+        for copy in self.target(name).all("COPY"):
+            source = re.search(r"--from=(\S+)", copy.value)
+            if source and source.group(1) in {s.name for s in self.stages}:
+                found += [s for s in self.chain(source.group(1)) if s not in found]
+        return found
+
 
 def parse_instructions(text: str) -> list[Instruction]:
     """Logical instructions of a Dockerfile, comments and continuations handled."""

@@ -1,4 +1,4 @@
-"""Each service image: multi-stage uv build from the lock, slim non-root final stage."""
+"""Each service image, a target of the one Dockerfile: built by uv from the lock, slim, non-root."""
 
 from __future__ import annotations
 
@@ -12,20 +12,29 @@ from relayq.cli.main import build_parser
 from relayq.dev.servers import REPO_ROOT
 from tests.chart.dockerfile import Dockerfile, parse, parse_instructions
 
-# image -> (Dockerfile, the workspace package it must install, ports it must expose)
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+# image (= Dockerfile target) -> (the workspace package it must install, ports it must expose)
 IMAGES = {
-    "api": ("services/api/Dockerfile", "relayq-api", {8080}),
-    "worker": ("services/worker/Dockerfile", "relayq-worker", {9100}),
-    "recovery": ("services/recovery/Dockerfile", "relayq-recovery", set()),
-    "operator": ("operator/Dockerfile", "relayq-operator", {8080, 9100}),
+    "api": ("relayq-api", {8080}),
+    "worker": ("relayq-worker", {9100}),
+    "recovery": ("relayq-recovery", set()),
+    "operator": ("relayq-operator", {8080, 9100}),
 }
 BUILD_TOOLS = re.compile(
     r"\b(build-essential|gcc|g\+\+|clang|make|cargo|rustc|libc6-dev|python3-dev|apt-get|apk)\b"
 )
 
 
-def _image(name: str) -> Dockerfile:
-    return parse(REPO_ROOT / IMAGES[name][0])
+class Image:
+    """One target: `final` is what it runs (its stage chain merged), `stages` its build."""
+
+    def __init__(self, dockerfile: Dockerfile, name: str) -> None:
+        self.final = dockerfile.target(name)
+        self.stages = [*dockerfile.builds_of(name), self.final]
+
+
+def _image(name: str) -> Image:
+    return Image(parse(DOCKERFILE), name)
 
 
 def _run_text(stage_instructions: list[str]) -> str:
@@ -74,10 +83,13 @@ def test_image_builds_in_stages_from_the_frozen_lock(name: str) -> None:
     assert len(image.stages) >= 2, "multi-stage: build tools stay out of the final image"
     build_runs = _run_text([i.value for s in image.stages[:-1] for i in s.all("RUN")])
     assert "uv sync" in build_runs and "--frozen" in build_runs and "--no-dev" in build_runs
-    assert f"--package {IMAGES[name][1]}" in build_runs
+    assert f"--package {IMAGES[name][0]}" in build_runs
     copies = " ".join(i.value for s in image.stages[:-1] for i in s.all("COPY"))
     assert "uv.lock" in copies and "pyproject.toml" in copies
-    assert any("astral-sh/uv" in s.base for s in image.stages) or "pip install uv" in build_runs
+    dockerfile = parse(DOCKERFILE)
+    assert (
+        any("astral-sh/uv" in s.base for s in dockerfile.stages) or "pip install uv" in build_runs
+    )
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))
@@ -111,7 +123,7 @@ def test_final_stage_suits_a_read_only_root_filesystem(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(IMAGES))
 def test_final_stage_exposes_the_service_ports(name: str) -> None:
     exposed = {int(p.split("/")[0]) for i in _image(name).final.all("EXPOSE") for p in i.words()}
-    assert exposed == IMAGES[name][2]
+    assert exposed == IMAGES[name][1]
 
 
 @pytest.mark.parametrize("name", ["api", "worker", "recovery"])
