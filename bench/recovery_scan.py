@@ -20,10 +20,8 @@ from relayq.core.clients import connect_redis
 from relayq.core.ids import new_task_id
 from relayq.core.keys import Keys
 from relayq.core.priorities import Priority
-from relayq.core.queue import Message, Queue
+from relayq.core.queue import Message, Queue, RecoveryQueue
 from relayq.dev.servers import redis_server
-from relayq.recovery.lock import script
-from relayq.recovery.presence import scan
 
 BATCH = 5000
 
@@ -32,7 +30,6 @@ async def measure(port: int, entries: int) -> dict[str, float]:
     redis = connect_redis(f"redis://127.0.0.1:{port}/0")
     queue = Queue(redis, Keys())
     p = Priority.BATCH
-    k = queue.keys.of(p)
     await queue.ensure_group(p)
     for i in range(0, entries, BATCH):
         n = min(BATCH, entries - i)
@@ -46,16 +43,13 @@ async def measure(port: int, entries: int) -> dict[str, float]:
     scans = []
     for _ in range(5):
         t0 = time.perf_counter()
-        found = await scan(redis, k)
+        found = await RecoveryQueue(queue).presence(p)
         scans.append(time.perf_counter() - t0)
     assert len(found.task_ids) == entries + delayed
     await queue.enqueue_many(p, [Message(new_task_id(), "noop") for _ in range(1000)])
-    argv: list[object] = [found.since_id]
-    for _ in range(500):
-        argv += [new_task_id(), "noop", -1]
-    redispatch = script(redis, "redispatch")
+    jobs = [(Message(new_task_id(), "noop"), -1) for _ in range(500)]
     t0 = time.perf_counter()
-    added = await redispatch(keys=[k.stream, k.delayed, k.wake], args=argv)
+    added = await RecoveryQueue(queue).redispatch(p, found.since_id, jobs)
     check = time.perf_counter() - t0
     assert len(added) == 500
     info = await redis.info("memory")

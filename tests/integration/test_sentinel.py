@@ -70,7 +70,7 @@ async def _finish(c: Clients, ids: list[str], timeout: float) -> float:
     """
     t0 = time.monotonic()
     rec = Recovery(
-        c.settings, RecoverySettings(grace_seconds=2.0), c.redis, c.store
+        c.settings, RecoverySettings(grace_seconds=2.0), c.queue, c.store
     )  # fmt: skip
     last_recovery = time.monotonic()
     while True:

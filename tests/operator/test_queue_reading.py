@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from redis.exceptions import RedisError
 
+from relayq.core.clients import RedisTarget
 from relayq.core.ids import new_task_id
 from relayq.core.keys import Keys
 from relayq.core.priorities import Priority
@@ -16,7 +17,6 @@ from relayq.core.queue import Message, Queue
 from relayq.dev.servers import LocalServer, find_binary, free_port
 from relayq.operator.queue_reading import (
     RedisPools,
-    RedisTarget,
     in_flight_by_pod,
     parse_sentinels,
     pod_of_consumer,
@@ -117,6 +117,38 @@ async def test_read_queue_through_sentinel(redis_url: str, sentinel: LocalServer
         assert reading.in_flight_by_consumer == {"pod-a-1": 5, "pod-b-7": 2}
     finally:
         await pools.close()
+
+
+async def test_read_queue_through_sentinels_that_require_a_password(
+    redis_url: str, redis_srv: LocalServer, tmp_path: Path
+) -> None:
+    # The operator once connected to Sentinels without their password.
+    port = free_port()
+    conf = tmp_path / "sentinel-auth.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\nrequirepass s3cret\n"
+        f"sentinel monitor relayq 127.0.0.1 {redis_srv.port} 1\n"
+    )
+    server = LocalServer(
+        "sentinel-auth", port, tmp_path, [find_binary("redis-sentinel"), str(conf)]
+    )
+    server.start()
+    pools = RedisPools()
+    try:
+        await fill(Queue(pools.client(RedisTarget(url=redis_url)), Keys()))
+        target = RedisTarget(
+            url="redis://ignored/0", sentinels=(("127.0.0.1", port),), master="relayq",
+            sentinel_password="s3cret",
+        )  # fmt: skip
+        reading = await read_queue(pools.queue(target, "relayq"), P)
+        assert reading.snapshot.backlog == 12
+        without = RedisTarget(url="redis://ignored/0", sentinels=(("127.0.0.1", port),),
+                              master="relayq")  # fmt: skip
+        with pytest.raises(RedisError):
+            await read_queue(pools.queue(without, "relayq"), P)
+    finally:
+        await pools.close()
+        server.stop()
 
 
 async def test_unknown_sentinel_master_raises_for_the_poll_to_report(

@@ -24,7 +24,7 @@ RECOVERY = RecoverySettings(grace_seconds=30.0, mongo_timeout_seconds=1.0)
 
 def recovery(clients: Clients, **overrides: Any) -> Recovery:
     settings: Settings = clients.settings
-    return Recovery(settings, replace(RECOVERY, **overrides), clients.redis, clients.store)
+    return Recovery(settings, replace(RECOVERY, **overrides), clients.queue, clients.store)
 
 
 async def run(clients: Clients, **overrides: Any) -> Summary:

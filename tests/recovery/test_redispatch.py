@@ -8,10 +8,9 @@ from datetime import timedelta
 from relayq.core.clients import Clients
 from relayq.core.jobs import TaskState
 from relayq.core.priorities import Priority
+from relayq.core.queue import Message, RecoveryQueue
 from relayq.core.service import JobRequest
 from relayq.core.store import NewTask, now
-from relayq.recovery.lock import script
-from relayq.recovery.presence import scan
 from tests.conftest import InProcessWorker, wait_until
 from tests.recovery.helpers import backdate, delayed, held, insert, move, run
 
@@ -113,9 +112,9 @@ async def test_a_task_redis_holds_is_not_dispatched_again(clients: Clients) -> N
 
 async def test_the_atomic_check_skips_a_job_added_after_the_scan(clients: Clients) -> None:
     """The race with a concurrent submit: absent at the scan, present at the add."""
-    keys = clients.queue.keys.of(Priority.HIGH)
+    recovery_queue = RecoveryQueue(clients.queue)
     await clients.queue.ensure_group(Priority.HIGH)
-    found = await scan(clients.redis, keys)
+    found = await recovery_queue.presence(Priority.HIGH)
     late = await clients.service.submit(JobRequest("noop", {}, priority=Priority.HIGH))
     parked = await clients.service.submit(
         JobRequest("noop", {}, priority=Priority.HIGH, delay_seconds=600)
@@ -123,13 +122,13 @@ async def test_the_atomic_check_skips_a_job_added_after_the_scan(clients: Client
     lost = await insert(clients)
     assert late.task.id not in found.task_ids
 
-    added = await script(clients.redis, "redispatch")(
-        keys=[keys.stream, keys.delayed, keys.wake],
-        args=[found.since_id, late.task.id, "noop", -1, parked.task.id, "noop", -1,
-              lost.id, "noop", -1, lost.id, "noop", -1],
-    )  # fmt: skip
+    added = await recovery_queue.redispatch(
+        Priority.HIGH,
+        found.since_id,
+        [(Message(t, "noop"), -1) for t in (late.task.id, parked.task.id, lost.id, lost.id)],
+    )
 
-    assert added == [lost.id]
+    assert added == {lost.id}
     assert sorted(await held(clients, Priority.HIGH)) == sorted([late.task.id, lost.id])
 
 
@@ -140,15 +139,11 @@ async def test_two_runs_racing_without_the_lock_dispatch_each_task_once(clients:
     a = await run(clients)
     # A second run that found the same tasks missing (its scan came before the
     # first run's adds) must still add none: its view starts before them.
-    keys = clients.queue.keys.of(Priority.HIGH)
-    argv: list[object] = ["0-0"]
-    for t in tasks:
-        argv += [t.id, t.type, -1]
-    b = await script(clients.redis, "redispatch")(
-        keys=[keys.stream, keys.delayed, keys.wake], args=argv
+    b = await RecoveryQueue(clients.queue).redispatch(
+        Priority.HIGH, "0-0", [(Message(t.id, t.type), -1) for t in tasks]
     )
     assert a.redispatched["queued"] == 40
-    assert b == []
+    assert b == set()
     ids = await held(clients, Priority.HIGH)
     assert sorted(ids) == sorted(t.id for t in tasks)
 

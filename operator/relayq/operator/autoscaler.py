@@ -17,13 +17,13 @@ from typing import Any
 import kopf
 from redis.exceptions import RedisError
 
+from relayq.core.clients import RedisTarget
 from relayq.operator import metrics
 from relayq.operator.decision import Decision, Direction, Recommendation, decide, prune
 from relayq.operator.kube import ApiException, Kube, ScaleState
 from relayq.operator.queue_reading import (
     QueueReading,
     RedisPools,
-    RedisTarget,
     in_flight_by_pod,
     parse_sentinels,
     read_queue,
@@ -208,6 +208,11 @@ class AutoscalerLoop:
                 password=(
                     _value(values, source.password.name, source.password.key)
                     if source.password is not None
+                    else None
+                ),
+                sentinel_password=(
+                    _value(values, source.sentinel_password.name, source.sentinel_password.key)
+                    if source.sentinel_password is not None
                     else None
                 ),
             )

@@ -89,12 +89,15 @@ class RedisSource:
             (the meaning of RELAYQ_REDIS_SENTINELS), None for a plain URL.
         master: Secret key holding the master's name (RELAYQ_REDIS_SENTINEL_MASTER).
         password: Secret key holding the Redis password (RELAYQ_REDIS_PASSWORD), optional.
+        sentinel_password: Secret key holding the Sentinels' password
+            (RELAYQ_REDIS_SENTINEL_PASSWORD), optional.
     """
 
     url: SecretKeyRef
     sentinels: SecretKeyRef | None = None
     master: SecretKeyRef | None = None
     password: SecretKeyRef | None = None
+    sentinel_password: SecretKeyRef | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ class AutoscalerSpec:
                 sentinels=ref(sentinel.get("sentinelsKey")),
                 master=ref(sentinel.get("masterNameKey")),
                 password=ref(sentinel.get("passwordKey")),
+                sentinel_password=ref(sentinel.get("sentinelPasswordKey")),
             ),
             rules=rules,
             key_prefix=str(spec.get("keyPrefix", DEFAULT_KEY_PREFIX)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from redis.asyncio import Redis
@@ -28,17 +28,61 @@ from relayq.core.store import TaskStore, connect_mongo
 # capped at 1 s cover a failover and give up within about 10 to 20 s when
 # there is no master at all.
 SENTINEL_RETRIES = 5
-# A dead peer that sends no reset (a lost node) is noticed after this long. The
-# worker's blocking reads last at most a second or two, well under it.
-SENTINEL_SOCKET_TIMEOUT_SECONDS = 10.0
+# A dead peer that sends no reset (a lost node) is noticed after this long, on
+# plain URLs as through Sentinel. The worker's blocking reads last at most a
+# second or two, well under it.
+SOCKET_TIMEOUT_SECONDS = 10.0
 
 
-def connect_redis(url: str, password: str | None = None) -> Redis:
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a Redis client connects: a URL, or the master a set of Sentinels names.
+
+    The one description of a Redis connection, for every process (workers, the
+    API and recovery from Settings, the operator from a WorkerAutoscaler's
+    Secret).
+
+    Attributes:
+        url: the Redis URL; with Sentinel only its database number is used.
+        sentinels: (host, port) of each Sentinel, empty for a plain URL.
+        master: the Sentinel master's name.
+        password: the Redis password (a password in a plain URL takes precedence).
+        sentinel_password: the Sentinels' own password, if they require one.
+    """
+
+    url: str
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, settings: Settings) -> RedisTarget:
+        return cls(
+            url=settings.redis_url,
+            sentinels=settings.redis_sentinels,
+            master=settings.redis_sentinel_master,
+            password=settings.redis_password,
+            sentinel_password=settings.redis_sentinel_password,
+        )
+
+
+def connect(target: RedisTarget, socket_timeout: float = SOCKET_TIMEOUT_SECONDS) -> Redis:
+    """A client of the target, through Sentinel when it names Sentinels."""
+    if target.sentinels:
+        return connect_sentinel_master(target, socket_timeout)
+    return connect_redis(target.url, target.password, socket_timeout)
+
+
+def connect_redis(
+    url: str, password: str | None = None, socket_timeout: float = SOCKET_TIMEOUT_SECONDS
+) -> Redis:
     """A client that retries lost connections with backoff instead of failing at once."""
     client: Redis = Redis.from_url(
         url,
         decode_responses=True,
-        socket_connect_timeout=5,
+        socket_connect_timeout=min(5.0, socket_timeout),
+        socket_timeout=socket_timeout,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
@@ -47,7 +91,9 @@ def connect_redis(url: str, password: str | None = None) -> Redis:
     return client
 
 
-def connect_sentinel_master(settings: Settings) -> Redis:
+def connect_sentinel_master(
+    target: RedisTarget, socket_timeout: float = SOCKET_TIMEOUT_SECONDS
+) -> Redis:
     """A client of the master the Sentinels name, found again after each failover.
 
     redis-py's Sentinel pool asks the Sentinels for the master on every new
@@ -55,22 +101,24 @@ def connect_sentinel_master(settings: Settings) -> Redis:
     drops the connection, and the retry reconnects to whichever server is
     master now. Lua scripts are sent by SHA and reloaded on NOSCRIPT.
     """
+    if not target.master:
+        raise ValueError("a Sentinel target needs a master name")
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(settings.redis_sentinels),
+        list(target.sentinels),
         sentinel_kwargs={
-            "password": settings.redis_sentinel_password,
+            "password": target.sentinel_password,
             "socket_connect_timeout": 2,
             "socket_timeout": 2,
             "decode_responses": True,
         },
     )
     client: Redis = sentinel.master_for(
-        settings.redis_sentinel_master,
-        db=redis_database(settings.redis_url),
-        password=settings.redis_password,
+        target.master,
+        db=redis_database(target.url),
+        password=target.password,
         decode_responses=True,
-        socket_connect_timeout=2,
-        socket_timeout=SENTINEL_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=min(2.0, socket_timeout),
+        socket_timeout=socket_timeout,
         health_check_interval=15,
         retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=SENTINEL_RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
@@ -80,9 +128,7 @@ def connect_sentinel_master(settings: Settings) -> Redis:
 
 def redis_for(settings: Settings) -> Redis:
     """Redis for dispatch: through Sentinel when sentinels are set, else at the URL."""
-    if settings.redis_sentinels:
-        return connect_sentinel_master(settings)
-    return connect_redis(settings.redis_url, settings.redis_password)
+    return connect(RedisTarget.of(settings))
 
 
 def redis_database(url: str) -> int:

@@ -6,6 +6,7 @@ carries just the task id and type; everything else is read from the task record.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from relayq.core.keys import CONSUMER_GROUP, Keys
+from relayq.core.presence import Presence, scan
 from relayq.core.priorities import Priority
 from relayq.core.scripts import Scripts
 
@@ -115,6 +117,7 @@ class Queue:
         self.redis = redis
         self.keys = keys or Keys()
         self._scripts = Scripts(redis)
+        self.scripts = self._scripts  # for core's run locks and reports on the same client
         self._ready: set[Priority] = set()
 
     async def ensure_group(self, priority: Priority) -> None:
@@ -153,12 +156,12 @@ class Queue:
         for message, delay in messages:
             argv += [message.member, max(0, int(delay * 1000))]
         k = self.keys.of(priority)
-        await self._scripts["schedule"](keys=[k.delayed, k.wake], args=argv)
+        await self._scripts.schedule(keys=[k.delayed, k.wake], args=argv)
 
     async def claim(self, priority: Priority, consumer: str, count: int) -> Claim:
         """Promote due delayed jobs, then claim up to `count` ready ones."""
         k = self.keys.of(priority)
-        paused, entries, last_id, next_due, wake_id = await self._scripts["claim"](
+        paused, entries, last_id, next_due, wake_id = await self._scripts.claim(
             keys=[k.stream, k.delayed, k.paused, k.wake],
             args=[CONSUMER_GROUP, consumer, count, PROMOTE_LIMIT],
         )
@@ -185,12 +188,12 @@ class Queue:
         if not ids:
             return 0
         k = self.keys.of(priority)
-        return int(await self._scripts["ack"](keys=[k.stream], args=[CONSUMER_GROUP, *ids]))
+        return int(await self._scripts.ack(keys=[k.stream], args=[CONSUMER_GROUP, *ids]))
 
     async def retry_later(self, delivery: Delivery, delay_seconds: float) -> int:
         """Move a claimed job to the delayed set; returns its due time (ms)."""
         k = self.keys.of(delivery.priority)
-        due = await self._scripts["retry"](
+        due = await self._scripts.retry(
             keys=[k.stream, k.delayed, k.wake],
             args=[
                 CONSUMER_GROUP,
@@ -211,7 +214,7 @@ class Queue:
     ) -> Reclaimed:
         """Take over claims idle past the lease; poison jobs are removed and returned apart."""
         k = self.keys.of(priority)
-        reclaimed, poison = await self._scripts["reclaim"](
+        reclaimed, poison = await self._scripts.reclaim(
             keys=[k.stream],
             args=[CONSUMER_GROUP, consumer, int(min_idle_seconds * 1000), count, max_deliveries],
         )
@@ -226,9 +229,7 @@ class Queue:
             return 0
         k = self.keys.of(priority)
         return int(
-            await self._scripts["extend"](
-                keys=[k.stream], args=[CONSUMER_GROUP, consumer, *entry_ids]
-            )
+            await self._scripts.extend(keys=[k.stream], args=[CONSUMER_GROUP, consumer, *entry_ids])
         )
 
     async def pause(self, priority: Priority) -> None:
@@ -241,11 +242,24 @@ class Queue:
             pipe.xadd(k.wake, {"resumed": "1"}, maxlen=1, approximate=False)
             await pipe.execute()
 
+    async def in_flight_by_consumer(self, priority: Priority) -> dict[str, int]:
+        """Claimed, unacknowledged jobs per consumer name (XINFO CONSUMERS of the group)."""
+        try:
+            consumers = await self.redis.xinfo_consumers(
+                self.keys.of(priority).stream, CONSUMER_GROUP
+            )
+        except ResponseError as exc:
+            # No stream or no group yet: nothing was ever claimed.
+            if "no such key" in str(exc).lower() or "NOGROUP" in str(exc):
+                return {}
+            raise
+        return {str(c["name"]): int(c["pending"]) for c in consumers}
+
     async def stats(self, priority: Priority) -> QueueStats:
         k = self.keys.of(priority)
-        undelivered, pending, due, delayed, paused, oldest_ms, now_ms = await self._scripts[
-            "backlog"
-        ](keys=[k.stream, k.delayed, k.paused], args=[CONSUMER_GROUP])
+        undelivered, pending, due, delayed, paused, oldest_ms, now_ms = await self._scripts.backlog(
+            keys=[k.stream, k.delayed, k.paused], args=[CONSUMER_GROUP]
+        )
         age = 0.0 if int(oldest_ms) < 0 else max(0.0, (int(now_ms) - int(oldest_ms)) / 1000)
         return QueueStats(
             priority=priority,
@@ -282,7 +296,7 @@ class Queue:
         self, job_type: str, limit: int, period_seconds: float, burst: int = 1
     ) -> float:
         """Take one start from `job_type`'s shared budget: 0 if allowed, else seconds to wait."""
-        allowed, wait_ms = await self._scripts["rate_limit"](
+        allowed, wait_ms = await self._scripts.rate_limit(
             keys=[self.keys.rate_limit(job_type)],
             args=[limit, int(period_seconds * 1000), burst],
         )
@@ -309,3 +323,73 @@ def _delivery(priority: Priority, entry_id: Any, fields: Any, deliveries: int) -
         # "d": deliveries of earlier entries of this job (a stalled claim re-added by recovery).
         deliveries=deliveries + int(data.get("d", 0)),
     )
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """A claim recovery took back: its task, type and deliveries so far."""
+
+    task_id: str
+    type: str
+    deliveries: int
+
+
+class RecoveryQueue:
+    """What the recovery run does in Redis, on one Queue's keys and scripts.
+
+    Kept apart from Queue's hot path; every read of the stream layout and every
+    script recovery runs is here, in core (recovery owns no Lua).
+    """
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+
+    async def presence(self, priority: Priority) -> Presence:
+        """Which task ids Redis holds for the priority (relayq.core.presence)."""
+        return await scan(self.queue.redis, self.queue.keys.of(priority))
+
+    async def hand_back_stalled(
+        self, priority: Priority, consumer: str, min_idle_ms: int, limit: int, max_deliveries: int
+    ) -> tuple[list[Stalled], list[Stalled]]:
+        """Claims idle past `min_idle_ms` go back to the ready stream as new entries.
+
+        Returns (handed back, poison): poison claims, delivered more than
+        `max_deliveries` times in all, are removed instead, for the caller to
+        dead-letter.
+        """
+        k = self.queue.keys.of(priority)
+        requeued, poison = await self.queue.scripts.requeue_stalled(
+            keys=[k.stream], args=[CONSUMER_GROUP, consumer, min_idle_ms, limit, max_deliveries]
+        )
+        return _stalled(requeued), _stalled(poison)
+
+    async def redispatch(
+        self, priority: Priority, since_id: str, jobs: Sequence[tuple[Message, int]]
+    ) -> set[str]:
+        """Add each job (due in `delay_ms`, or now when negative) unless Redis holds it already.
+
+        `since_id` is the stream id from which the presence scan may have missed
+        additions; the script re-checks those atomically. Returns the task ids added.
+        """
+        k = self.queue.keys.of(priority)
+        argv: list[Any] = [since_id]
+        for message, delay_ms in jobs:
+            argv += [message.task_id, message.type, delay_ms]
+        return set(
+            await self.queue.scripts.redispatch(keys=[k.stream, k.delayed, k.wake], args=argv)
+        )
+
+    async def record_run(
+        self, fence: int, outcome: str, duration_seconds: float, counts: dict[str, int]
+    ) -> bool:
+        """Add a run's counts to the report the API exports; its last_* fields if newest."""
+        argv: list[Any] = [fence, outcome, f"{time.time():.3f}", f"{duration_seconds:.4f}"]
+        for name, value in counts.items():
+            argv += [name, value]
+        return bool(
+            int(await self.queue.scripts.report(keys=[self.queue.keys.recovery_report], args=argv))
+        )
+
+
+def _stalled(rows: Sequence[Sequence[Any]]) -> list[Stalled]:
+    return [Stalled(str(t), str(y), int(d)) for t, y, d in rows]

@@ -71,7 +71,7 @@ class Settings:
         classes = {p: _class_from_env(env, c) for p, c in defaults.classes.items()}
         settings = cls(
             redis_url=env.get("RELAYQ_REDIS_URL", defaults.redis_url),
-            redis_sentinels=_sentinels(env.get("RELAYQ_REDIS_SENTINELS", "")),
+            redis_sentinels=parse_sentinels(env.get("RELAYQ_REDIS_SENTINELS", "")),
             redis_sentinel_master=env.get(
                 "RELAYQ_REDIS_SENTINEL_MASTER", defaults.redis_sentinel_master
             ).strip(),
@@ -115,8 +115,9 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -
     return value
 
 
-def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
-    """`host:port,host:port` (IPv6 hosts in brackets) as (host, port) pairs."""
+def parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """`host:port,host:port` (IPv6 hosts in brackets) as (host, port) pairs; SettingsError
+    (a ValueError) names a malformed one. Empty text gives no pairs."""
     out = []
     for item in (part.strip() for part in raw.split(",")):
         if not item:

@@ -39,7 +39,7 @@ async def run_once(settings: Settings, recovery: RecoverySettings) -> Summary:
     async with open_clients(
         settings, ensure_indexes=False, mongo_timeout_seconds=recovery.mongo_timeout_seconds
     ) as clients:
-        return await Recovery(settings, recovery, clients.redis, clients.store).run_once()
+        return await Recovery(settings, recovery, clients.queue, clients.store).run_once()
 
 
 async def _one(settings: Settings, recovery: RecoverySettings, indent: int | None) -> bool:

@@ -14,23 +14,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.asyncio import Redis
-
 from relayq.core.jobs import TaskState
-from relayq.core.keys import CONSUMER_GROUP, Keys
 from relayq.core.lifecycle import UNFINISHED, Lifecycle
+from relayq.core.presence import Presence
 from relayq.core.priorities import Priority
+from relayq.core.queue import Message, Queue, RecoveryQueue
+from relayq.core.run_lock import Held, RunLock
 from relayq.core.settings import Settings
 from relayq.core.store import TaskStore, now, with_transient_retry
 from relayq.core.telemetry import log_event
-from relayq.recovery.lock import Held, RunLock, script
-from relayq.recovery.presence import Presence, scan
 from relayq.recovery.retention import Retention, apply_retention
 from relayq.recovery.settings import RecoverySettings
 
 log = logging.getLogger("relayq.recovery")
 
 RECOVERY_CONSUMER = "relayq-recovery"
+LOCK_NAME = "recovery"
 REDISPATCH_BATCH = 500
 PAGE = 1000
 STALLED_BATCH = 1000
@@ -104,18 +103,14 @@ class Recovery:
     """Runs recovery passes over one Redis and one task store."""
 
     def __init__(
-        self, settings: Settings, recovery: RecoverySettings, redis: Redis, store: TaskStore
+        self, settings: Settings, recovery: RecoverySettings, queue: Queue, store: TaskStore
     ) -> None:
         self.settings = settings
         self.recovery = recovery
-        self.redis = redis
+        self.queue = RecoveryQueue(queue)
         self.store = store
         self.lifecycle = Lifecycle(store)
-        self.keys = Keys(settings.key_prefix)
-        self.lock = RunLock(redis, self.keys, recovery.lock_seconds)
-        self._redispatch = script(redis, "redispatch")
-        self._requeue = script(redis, "requeue_stalled")
-        self._report = script(redis, "report")
+        self.lock = RunLock(queue.scripts, queue.keys, LOCK_NAME, recovery.lock_seconds)
 
     async def run_once(self) -> Summary:
         """One run under the lock; returns a summary whose outcome is success or skipped.
@@ -160,7 +155,7 @@ class Recovery:
         # reads is then finished in MongoDB too, and never looks lost.
         presence: dict[Priority, Presence] = {}
         for priority in Priority:
-            presence[priority] = found = await scan(self.redis, self.keys.of(priority))
+            presence[priority] = found = await self.queue.presence(priority)
             summary.stream_entries += found.stream_entries
             summary.delayed_entries += found.delayed_entries
         await self.lock.extend(held)
@@ -175,17 +170,9 @@ class Recovery:
 
     async def _requeue_stalled(self, priority: Priority, summary: Summary) -> None:
         """Claims idle past the lease (and the grace) go back to the ready stream."""
-        k = self.keys.of(priority)
         idle_ms = int((self.settings.lease_seconds + self.recovery.grace_seconds) * 1000)
-        requeued, poison = await self._requeue(
-            keys=[k.stream],
-            args=[
-                CONSUMER_GROUP,
-                RECOVERY_CONSUMER,
-                idle_ms,
-                STALLED_BATCH,
-                self.settings.max_deliveries,
-            ],
+        requeued, poison = await self.queue.hand_back_stalled(
+            priority, RECOVERY_CONSUMER, idle_ms, STALLED_BATCH, self.settings.max_deliveries
         )
         if requeued:
             summary.reclaimed += len(requeued)
@@ -195,18 +182,18 @@ class Recovery:
                 "stalled claims handed back",
                 priority=priority.value,
                 count=len(requeued),
-                task_ids=[str(r[0]) for r in requeued],
+                task_ids=[r.task_id for r in requeued],
             )
-        for task_id, type_, deliveries in poison:
+        for stalled in poison:
             summary.poison += 1
             failed = await self.lifecycle.dead_letter(
-                str(task_id),
-                type_=str(type_),
+                stalled.task_id,
+                type_=stalled.type,
                 priority=priority,
-                error=f"poison: delivered {deliveries} times without finishing",
+                error=f"poison: delivered {stalled.deliveries} times without finishing",
                 reason="poison",
                 expected=UNFINISHED,
-                deliveries=int(deliveries),
+                deliveries=stalled.deliveries,
             )
             if failed is not None:
                 summary.dead_lettered += 1
@@ -268,13 +255,11 @@ class Recovery:
             ready.append((moved, delay))
             if c.state is TaskState.ACTIVE:
                 s.settled += 1
-        k = self.keys.of(priority)
         for i in range(0, len(ready), REDISPATCH_BATCH):
             batch = ready[i : i + REDISPATCH_BATCH]
-            argv: list[Any] = [found.since_id]
-            for c, delay in batch:
-                argv += [c.id, c.type, delay]
-            added = set(await self._redispatch(keys=[k.stream, k.delayed, k.wake], args=argv))
+            added = await self.queue.redispatch(
+                priority, found.since_id, [(Message(c.id, c.type), delay) for c, delay in batch]
+            )
             for c, _ in batch:
                 if c.id in added:
                     s.redispatched[c.state.value] += 1
@@ -312,20 +297,18 @@ class Recovery:
 
     async def _write_report(self, s: Summary) -> None:
         deleted = s.retention.deleted if s.retention is not None else 0
-        await self._report(
-            keys=[self.keys.recovery_report],
-            args=[
-                s.fence,
-                s.outcome,
-                f"{time.time():.3f}",
-                f"{s.duration_seconds:.4f}",
-                "redispatched", s.redispatched_total,
-                "reclaimed", s.reclaimed,
-                "settled", s.settled,
-                "deleted", deleted,
-                "dead_lettered", s.dead_lettered,
-            ],
-        )  # fmt: skip
+        await self.queue.record_run(
+            s.fence,
+            s.outcome,
+            s.duration_seconds,
+            {
+                "redispatched": s.redispatched_total,
+                "reclaimed": s.reclaimed,
+                "settled": s.settled,
+                "deleted": deleted,
+                "dead_lettered": s.dead_lettered,
+            },
+        )
 
 
 def _candidate(doc: dict[str, Any]) -> Candidate | None:

@@ -4,8 +4,8 @@
 -- Output: {undelivered, pending, due delayed, all delayed, paused (0|1),
 --          ms of the oldest undelivered entry or -1, now (ms, Redis clock)}
 local stream, delayed, paused, group = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--!include now_ms
+local now = now_ms()
 
 local length = redis.call('XLEN', stream)
 local pending, last_delivered = 0, '0-0'

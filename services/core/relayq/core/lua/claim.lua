@@ -10,8 +10,8 @@ local stream, delayed, paused = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer = ARGV[1], ARGV[2]
 local count, promote_limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--!include now_ms
+local now = now_ms()
 
 local function last_id(key)
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)

@@ -10,15 +10,8 @@
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local min_idle, limit, max_deliveries = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 
-if redis.call('EXISTS', stream) == 0 then return {{}, {}} end
-local ok = redis.pcall('XINFO', 'GROUPS', stream)
-local has_group = false
-for _, g in ipairs(ok) do
-  for i = 1, #g, 2 do
-    if g[i] == 'name' and g[i + 1] == group then has_group = true end
-  end
-end
-if not has_group then return {{}, {}} end
+--!include has_group
+if not has_group(stream, group) then return {{}, {}} end
 
 local function earlier(fields)
   for i = 1, #fields, 2 do

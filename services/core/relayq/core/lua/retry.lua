@@ -4,8 +4,8 @@
 --         ARGV[4] delay (ms)
 -- Output: due time (ms, Redis clock)
 local stream, delayed = KEYS[1], KEYS[2]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--!include now_ms
+local now = now_ms()
 local due = now + tonumber(ARGV[4])
 redis.call('XACK', stream, ARGV[1], ARGV[2])
 redis.call('XDEL', stream, ARGV[2])

@@ -4,8 +4,8 @@
 -- Output: number of members added or moved
 local delayed = KEYS[1]
 local before = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--!include now_ms
+local now = now_ms()
 local n = 0
 for i = 1, #ARGV, 2 do
   redis.call('ZADD', delayed, now + tonumber(ARGV[i + 1]), ARGV[i])

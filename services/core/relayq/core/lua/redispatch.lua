@@ -15,8 +15,8 @@ for _, entry in ipairs(redis.call('XRANGE', stream, ARGV[1], '+')) do
   end
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+--!include now_ms
+local now = now_ms()
 local before = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 local added = {}
 for i = 2, #ARGV, 3 do

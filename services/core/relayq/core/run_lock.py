@@ -1,4 +1,4 @@
-"""The run lock: two recovery runs never overlap (saq's sweep takes one too).
+"""Run locks: two runs of a periodic job (recovery) never overlap (saq's sweep takes one too).
 
 `SET NX PX` with a random owner, a fencing token from a counter beside the
 lock, renewal and release by compare-and-set in Lua. The lock saves repeated
@@ -11,27 +11,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from importlib import resources
-
-from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from relayq.core.keys import Keys
-
-LOCK_NAME = "recovery"
-
-
-def script(redis: Redis, name: str) -> AsyncScript:
-    """One of recovery's Lua scripts, registered on `redis`."""
-    source = resources.files("relayq.recovery").joinpath("lua", f"{name}.lua").read_text()
-    return redis.register_script(source)
+from relayq.core.scripts import Scripts
 
 
 class LockLost(Exception):
     """The lock expired or was taken over during the run."""
 
-    def __init__(self) -> None:
-        super().__init__("the recovery lock expired or was taken over during the run")
+    def __init__(self, name: str = "recovery") -> None:
+        super().__init__(f"the {name} lock expired or was taken over during the run")
 
 
 @dataclass(frozen=True)
@@ -43,15 +32,16 @@ class Held:
 
 
 class RunLock:
-    """The recovery run lock in Redis."""
+    """A named run lock in Redis (`relayq:lock:<name>` and its fencing counter)."""
 
-    def __init__(self, redis: Redis, keys: Keys, ttl_seconds: float) -> None:
-        self.key = keys.lock(LOCK_NAME)
-        self.fence_key = keys.fence(LOCK_NAME)
+    def __init__(self, scripts: Scripts, keys: Keys, name: str, ttl_seconds: float) -> None:
+        self.name = name
+        self.key = keys.lock(name)
+        self.fence_key = keys.fence(name)
         self.ttl_ms = max(1, int(ttl_seconds * 1000))
-        self._acquire = script(redis, "lock_acquire")
-        self._extend = script(redis, "lock_extend")
-        self._release = script(redis, "lock_release")
+        self._acquire = scripts.lock_acquire
+        self._extend = scripts.lock_extend
+        self._release = scripts.lock_release
 
     async def acquire(self) -> Held | None:
         """Take the lock; None if another run holds it."""
@@ -63,7 +53,7 @@ class RunLock:
     async def extend(self, held: Held) -> None:
         """Renew the time to live; LockLost if the lock is no longer this run's."""
         if not int(await self._extend(keys=[self.key], args=[held.value, self.ttl_ms])):
-            raise LockLost()
+            raise LockLost(self.name)
 
     async def release(self, held: Held) -> bool:
         return bool(int(await self._release(keys=[self.key], args=[held.value])))
