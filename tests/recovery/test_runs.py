@@ -42,14 +42,14 @@ async def _lost(clients: Clients, n: int = 1) -> list[str]:
 
 async def test_a_run_finding_the_lock_held_does_no_work(clients: Clients) -> None:
     lost = await _lost(clients)
-    other = await RunLock(clients.queue.scripts, clients.queue.keys, "recovery", 60).acquire()
+    other = await RunLock(clients.queue, "recovery", 60).acquire()
     assert other is not None
 
     skipped = await run(clients)
 
     assert skipped.outcome == "skipped" and skipped.redispatched_total == 0
     assert await held(clients, Priority.HIGH) == []
-    await RunLock(clients.queue.scripts, clients.queue.keys, "recovery", 60).release(other)
+    await RunLock(clients.queue, "recovery", 60).release(other)
     done = await run(clients)
     assert done.outcome == "success" and done.fence == other.fence + 1
     assert await held(clients, Priority.HIGH) == lost
@@ -58,7 +58,7 @@ async def test_a_run_finding_the_lock_held_does_no_work(clients: Clients) -> Non
 async def test_the_lock_hands_out_rising_fences_and_releases_only_its_own(
     clients: Clients,
 ) -> None:
-    lock = RunLock(clients.queue.scripts, clients.queue.keys, "recovery", 60)
+    lock = RunLock(clients.queue, "recovery", 60)
     first = await lock.acquire()
     assert first is not None and await lock.acquire() is None
     await clients.redis.delete(lock.key)  # expired
@@ -145,7 +145,7 @@ async def test_mongodb_down_exits_non_zero_and_the_failure_is_reported(clients: 
     assert result.summary()["outcome"] == "failure"
     report = await clients.redis.hgetall(clients.queue.keys.recovery_report)
     assert report["runs_failure"] == "1" and report["last_outcome"] == "failure"
-    lock = RunLock(clients.queue.scripts, clients.queue.keys, "recovery", 60)
+    lock = RunLock(clients.queue, "recovery", 60)
     assert not await clients.redis.exists(lock.key)  # released for the next run
 
 
@@ -288,7 +288,7 @@ async def test_the_api_exports_what_recovery_runs_did(
     before = time.time()
     await _lost(clients, 3)
     await run(clients)
-    other = await RunLock(clients.queue.scripts, clients.queue.keys, "recovery", 60).acquire()
+    other = await RunLock(clients.queue, "recovery", 60).acquire()
     await run(clients)  # skipped: the lock is held
     assert other is not None
 

@@ -95,3 +95,20 @@ def test_only_core_writes_task_records(member: str) -> None:
     # an argument cannot get around this, since any call of these names counts.
     found = [w for path in MEMBERS[member].rglob("*.py") for w in writes_outside_core(path)]
     assert not found, found
+
+
+# Running Lua, or reaching core's registered scripts, is core's alone (relayq.core.scripts).
+SCRIPT_ACCESS = {"scripts", "_scripts", "register_script", "eval", "evalsha", "script_load"}
+
+
+@pytest.mark.parametrize("member", sorted(set(MEMBERS) - {"core"}))
+def test_only_core_runs_redis_scripts(member: str) -> None:
+    found = []
+    for path in MEMBERS[member].rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in SCRIPT_ACCESS:
+                found.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} .{node.attr}")
+        found += [
+            f"{path.relative_to(REPO_ROOT)}: a Lua file" for path in MEMBERS[member].rglob("*.lua")
+        ]
+    assert not found, found

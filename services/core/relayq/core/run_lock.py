@@ -12,8 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from relayq.core.keys import Keys
-from relayq.core.scripts import Scripts
+from relayq.core.queue import Queue
 
 
 class LockLost(Exception):
@@ -34,14 +33,14 @@ class Held:
 class RunLock:
     """A named run lock in Redis (`relayq:lock:<name>` and its fencing counter)."""
 
-    def __init__(self, scripts: Scripts, keys: Keys, name: str, ttl_seconds: float) -> None:
+    def __init__(self, queue: Queue, name: str, ttl_seconds: float) -> None:
         self.name = name
-        self.key = keys.lock(name)
-        self.fence_key = keys.fence(name)
+        self.key = queue.keys.lock(name)
+        self.fence_key = queue.keys.fence(name)
         self.ttl_ms = max(1, int(ttl_seconds * 1000))
-        self._acquire = scripts.lock_acquire
-        self._extend = scripts.lock_extend
-        self._release = scripts.lock_release
+        self._acquire = queue.scripts.lock_acquire
+        self._extend = queue.scripts.lock_extend
+        self._release = queue.scripts.lock_release
 
     async def acquire(self) -> Held | None:
         """Take the lock; None if another run holds it."""

@@ -110,7 +110,7 @@ class Recovery:
         self.queue = RecoveryQueue(queue)
         self.store = store
         self.lifecycle = Lifecycle(store)
-        self.lock = RunLock(queue.scripts, queue.keys, LOCK_NAME, recovery.lock_seconds)
+        self.lock = RunLock(queue, LOCK_NAME, recovery.lock_seconds)
 
     async def run_once(self) -> Summary:
         """One run under the lock; returns a summary whose outcome is success or skipped.
