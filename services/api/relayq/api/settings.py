@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relayq.core.settings import SettingsError
+from relayq.core.env import SettingsError, integer
 
 
 def hash_key(key: str) -> str:
@@ -54,12 +54,12 @@ class ApiSettings:
             admin = _read(Path(env["RELAYQ_ADMIN_TOKEN_FILE"])).strip() or None
         return cls(
             host=env.get("RELAYQ_API_HOST", cls.host),
-            port=_int(env, "RELAYQ_API_PORT", cls.port, 1, 65535),
+            port=integer(env, "RELAYQ_API_PORT", cls.port, 1, 65535),
             api_keys=keys,
             admin_token=admin,
-            rate_limit_per_s=_int(env, "RELAYQ_API_RATE_LIMIT", cls.rate_limit_per_s, 1, 10**6),
+            rate_limit_per_s=integer(env, "RELAYQ_API_RATE_LIMIT", cls.rate_limit_per_s, 1, 10**6),
             shutdown_seconds=float(
-                _int(env, "RELAYQ_API_SHUTDOWN_SECONDS", int(cls.shutdown_seconds), 0, 3600)
+                integer(env, "RELAYQ_API_SHUTDOWN_SECONDS", int(cls.shutdown_seconds), 0, 3600)
             ),
         )
 
@@ -88,16 +88,3 @@ def _read(path: Path) -> str:
 
 def _is_hex(value: str) -> bool:
     return all(c in "0123456789abcdef" for c in value)
-
-
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={raw!r} is outside {low}..{high}")
-    return value

@@ -5,17 +5,14 @@ Every variable is listed in the README's settings table; keep the two in step.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from relayq.core.env import SettingsError as SettingsError  # re-exported: raised by from_env
+from relayq.core.env import number
 from relayq.core.priorities import DEFAULT_CLASSES, Priority, PriorityClass
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value relayq cannot use."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +77,10 @@ class Settings:
             key_prefix=env.get("RELAYQ_KEY_PREFIX", defaults.key_prefix),
             mongo_url=env.get("RELAYQ_MONGO_URL", defaults.mongo_url),
             mongo_database=env.get("RELAYQ_MONGO_DATABASE", defaults.mongo_database),
-            lease_seconds=_number(env, "RELAYQ_LEASE_SECONDS", defaults.lease_seconds, 0.5),
-            max_deliveries=int(_number(env, "RELAYQ_MAX_DELIVERIES", defaults.max_deliveries, 1)),
-            drain_seconds=_number(env, "RELAYQ_DRAIN_SECONDS", defaults.drain_seconds, 0),
-            metrics_port=int(_number(env, "RELAYQ_METRICS_PORT", defaults.metrics_port, 0)),
+            lease_seconds=number(env, "RELAYQ_LEASE_SECONDS", defaults.lease_seconds, 0.5),
+            max_deliveries=int(number(env, "RELAYQ_MAX_DELIVERIES", defaults.max_deliveries, 1)),
+            drain_seconds=number(env, "RELAYQ_DRAIN_SECONDS", defaults.drain_seconds, 0),
+            metrics_port=int(number(env, "RELAYQ_METRICS_PORT", defaults.metrics_port, 0)),
             log_level=env.get("RELAYQ_LOG_LEVEL", defaults.log_level).upper(),
             worker_id=env.get("RELAYQ_WORKER_ID", defaults.worker_id),
             job_modules=tuple(
@@ -98,21 +95,6 @@ class Settings:
         if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("RELAYQ_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         return settings
-
-
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"{name}={raw!r} is not a finite number")
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} is below its minimum {minimum:g}")
-    return value
 
 
 def parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
@@ -136,16 +118,16 @@ def _class_from_env(env: Mapping[str, str], base: PriorityClass) -> PriorityClas
     prefix = f"RELAYQ_{base.priority.value.upper()}_"
     sla = base.sla_seconds
     if env.get(prefix + "SLA_SECONDS"):
-        sla = _number(env, prefix + "SLA_SECONDS", 0, 0.001)
+        sla = number(env, prefix + "SLA_SECONDS", 0, 0.001)
     return replace(
         base,
         sla_seconds=sla,
-        concurrency=int(_number(env, prefix + "CONCURRENCY", base.concurrency, 1)),
-        max_attempts=int(_number(env, prefix + "MAX_ATTEMPTS", base.max_attempts, 1)),
-        backoff_base_seconds=_number(
+        concurrency=int(number(env, prefix + "CONCURRENCY", base.concurrency, 1)),
+        max_attempts=int(number(env, prefix + "MAX_ATTEMPTS", base.max_attempts, 1)),
+        backoff_base_seconds=number(
             env, prefix + "BACKOFF_SECONDS", base.backoff_base_seconds, 0.001
         ),
-        backoff_max_seconds=_number(
+        backoff_max_seconds=number(
             env, prefix + "BACKOFF_MAX_SECONDS", base.backoff_max_seconds, 0.001
         ),
     )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from relayq.core.settings import SettingsError
+from relayq.core.env import flag, number
 
 
 @dataclass(frozen=True)
@@ -51,40 +50,14 @@ class RecoverySettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RecoverySettings:
         env = os.environ if environ is None else environ
         return cls(
-            grace_seconds=_number(env, "RELAYQ_RECOVERY_GRACE_SECONDS", cls.grace_seconds, 0),
-            retention_seconds=_number(env, "RELAYQ_RETENTION_SECONDS", cls.retention_seconds, 0),
-            lock_seconds=_number(env, "RELAYQ_RECOVERY_LOCK_SECONDS", cls.lock_seconds, 1),
-            max_tasks=int(_number(env, "RELAYQ_RECOVERY_MAX_TASKS", cls.max_tasks, 1)),
-            max_deletes=int(_number(env, "RELAYQ_RETENTION_MAX_DELETES", cls.max_deletes, 1)),
-            ttl_index=_flag(env, "RELAYQ_RETENTION_TTL_INDEX", cls.ttl_index),
-            ttl_lag_seconds=_number(
-                env, "RELAYQ_RETENTION_TTL_LAG_SECONDS", cls.ttl_lag_seconds, 0
-            ),
-            mongo_timeout_seconds=_number(
+            grace_seconds=number(env, "RELAYQ_RECOVERY_GRACE_SECONDS", cls.grace_seconds, 0),
+            retention_seconds=number(env, "RELAYQ_RETENTION_SECONDS", cls.retention_seconds, 0),
+            lock_seconds=number(env, "RELAYQ_RECOVERY_LOCK_SECONDS", cls.lock_seconds, 1),
+            max_tasks=int(number(env, "RELAYQ_RECOVERY_MAX_TASKS", cls.max_tasks, 1)),
+            max_deletes=int(number(env, "RELAYQ_RETENTION_MAX_DELETES", cls.max_deletes, 1)),
+            ttl_index=flag(env, "RELAYQ_RETENTION_TTL_INDEX", cls.ttl_index),
+            ttl_lag_seconds=number(env, "RELAYQ_RETENTION_TTL_LAG_SECONDS", cls.ttl_lag_seconds, 0),
+            mongo_timeout_seconds=number(
                 env, "RELAYQ_RECOVERY_MONGO_TIMEOUT_SECONDS", cls.mongo_timeout_seconds, 0.1
             ),
         )
-
-
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be a finite number of at least {minimum:g}")
-    return value
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}={raw!r} is not one of true, false, 1, 0, yes, no, on, off")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from relayq.core.settings import SettingsError, _number
+from relayq.core.env import SettingsError, number
 
 
 class SwapSourceKind(StrEnum):
@@ -88,26 +88,26 @@ class ChainSettings:
         settings = cls(
             rpc_url=env.get("RELAYQ_SOLANA_RPC_URL", d.rpc_url),
             jito_url=env.get("RELAYQ_JITO_URL", d.jito_url).rstrip("/"),
-            jito_requests_per_second=_number(
+            jito_requests_per_second=number(
                 env, "RELAYQ_JITO_RPS", d.jito_requests_per_second, 0.1
             ),
-            tip_lamports=int(_number(env, "RELAYQ_JITO_TIP_LAMPORTS", d.tip_lamports, 1000)),
+            tip_lamports=int(number(env, "RELAYQ_JITO_TIP_LAMPORTS", d.tip_lamports, 1000)),
             swap_source=source,
             swap_api_url=env.get("RELAYQ_SWAP_API_URL", d.swap_api_url).rstrip("/"),
-            slippage_bps=int(_number(env, "RELAYQ_SLIPPAGE_BPS", d.slippage_bps, 0)),
+            slippage_bps=int(number(env, "RELAYQ_SLIPPAGE_BPS", d.slippage_bps, 0)),
             relayer_keypair_file=env.get("RELAYQ_RELAYER_KEYPAIR_FILE", ""),
             treasury_keypair_file=env.get("RELAYQ_TREASURY_KEYPAIR_FILE", ""),
             contract_owner=env.get("RELAYQ_CONTRACT_OWNER", ""),
             baskets_file=env.get("RELAYQ_BASKETS_FILE", ""),
-            swap_wait_seconds=_number(env, "RELAYQ_SWAP_WAIT_SECONDS", d.swap_wait_seconds, 0),
-            confirm_wait_seconds=_number(
+            swap_wait_seconds=number(env, "RELAYQ_SWAP_WAIT_SECONDS", d.swap_wait_seconds, 0),
+            confirm_wait_seconds=number(
                 env, "RELAYQ_CONFIRM_WAIT_SECONDS", d.confirm_wait_seconds, 0
             ),
-            request_timeout_seconds=_number(
+            request_timeout_seconds=number(
                 env, "RELAYQ_CHAIN_TIMEOUT_SECONDS", d.request_timeout_seconds, 0.1
             ),
             purchase_concurrency=int(
-                _number(env, "RELAYQ_PURCHASE_CONCURRENCY", d.purchase_concurrency, 1)
+                number(env, "RELAYQ_PURCHASE_CONCURRENCY", d.purchase_concurrency, 1)
             ),
         )
         if settings.slippage_bps > 10_000:
