@@ -36,6 +36,7 @@ from relayq.relayer.baskets import LAMPORTS_PER_SOL
 from relayq.relayer.chain.errors import ChainRejected, ChainUnavailable
 from relayq.relayer.chain.metrics import PURCHASES, SWAP_SECONDS
 from relayq.relayer.chain.swap import LegPlan
+from relayq.relayer.memo import purchase_memo
 from relayq.relayer.purchases import Purchase, PurchaseLeg, SwapState
 from relayq.relayer.relayer import PACKET_DATA_SIZE, Relayer
 from relayq.relayer.settle import SwapCheck, Verdict, check_swap, record_verdict
@@ -132,8 +133,8 @@ async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
             lamports=relayer.chain.tip_lamports,
         )
     )
-    txs = await pack(relayer, plans, tip, blockhash.value)
     task_id = new_task_id()
+    txs = await pack(relayer, plans, tip, blockhash.value, purchase_memo(task_id))
     purchase = Purchase(
         id=task_id,
         wallet=req.wallet,
@@ -182,20 +183,22 @@ async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
 
 
 async def pack(
-    relayer: Relayer, plans: list[LegPlan], tip: Instruction, blockhash: Hash
+    relayer: Relayer, plans: list[LegPlan], tip: Instruction, blockhash: Hash, memo: Instruction
 ) -> list[VersionedTransaction]:
     """All legs and the tip in one transaction when it fits, else one per leg (tip in the first).
 
-    The size is judged before signing, so the signer signs only what is sent.
+    Every transaction carries the purchase's memo, so none can be byte-identical
+    to another purchase's. The size is judged before signing, so the signer
+    signs only what is sent.
     """
     signers = [kp for p in plans for kp in p.signers]
     tables = [t for p in plans for t in p.lookup_tables]
-    instructions = [*(i for p in plans for i in p.instructions), tip]
+    instructions = [*(i for p in plans for i in p.instructions), tip, memo]
     if signed_size(relayer.compile(instructions, blockhash, tables)) <= PACKET_DATA_SIZE:
         return [await relayer.sign(instructions, blockhash, signers, tables)]
     txs = []
     for n, plan in enumerate(plans):
-        extra = [tip] if n == 0 else []
+        extra = [tip, memo] if n == 0 else [memo]
         txs.append(
             await relayer.sign(
                 [*plan.instructions, *extra], blockhash, plan.signers, plan.lookup_tables

@@ -45,15 +45,16 @@ log = logging.getLogger("relayq.relayer")
 
 
 async def startup(ctx: ProcessContext) -> None:
-    """Open the relayer, unless one was seeded or the chain is not configured."""
-    if RELAYER in ctx.state:
-        return
-    chain: ChainSettings = ctx.state.get(CHAIN_SETTINGS) or ChainSettings.from_env()
-    if not chain.configured:
-        log_event(log, logging.WARNING, "relayer not configured: its jobs and routes refuse work")
-        return
-    ctx.state[RELAYER] = open_relayer(chain, ctx.clients)
-    ctx.state[_OWNED] = True
+    """Open the relayer (unless one was seeded) and its records' indexes."""
+    if RELAYER not in ctx.state:
+        chain: ChainSettings = ctx.state.get(CHAIN_SETTINGS) or ChainSettings.from_env()
+        if not chain.configured:
+            log_event(log, logging.WARNING, "relayer not configured: its jobs and routes refuse")
+            return
+        ctx.state[RELAYER] = open_relayer(chain, ctx.clients)
+        ctx.state[_OWNED] = True
+    relayer: Relayer = ctx.state[RELAYER]
+    await relayer.purchases.ensure_indexes()
 
 
 async def shutdown(ctx: ProcessContext) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
@@ -129,6 +129,21 @@ class PurchaseStore:
         self.history: AsyncCollection[dict[str, Any]] = db.get_collection(
             "user_purchases", write_concern=majority
         )
+
+    async def ensure_indexes(self) -> None:
+        """A signature belongs to one purchase; holdings are read by wallet."""
+        # A second purchase can never record a swap or transfer signature that
+        # another purchase holds (multikey: no two documents share an element).
+        await self.purchases.create_index(
+            [("swap.signatures", ASCENDING)], unique=True, name="swap_signatures_unique"
+        )
+        await self.purchases.create_index(
+            [("transfer.signature", ASCENDING)],
+            unique=True,
+            name="transfer_signature_unique",
+            partialFilterExpression={"transfer.signature": {"$type": "string"}},
+        )
+        await self.history.create_index([("wallet", ASCENDING)], name="wallet")
 
     async def insert(self, purchase: Purchase) -> None:
         doc = {

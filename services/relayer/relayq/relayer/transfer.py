@@ -35,6 +35,7 @@ from relayq.core.store import now
 from relayq.relayer.chain.errors import ChainRejected
 from relayq.relayer.chain.metrics import TRANSFERS
 from relayq.relayer.chain.rpc import SignatureState
+from relayq.relayer.memo import purchase_memo
 from relayq.relayer.purchases import Purchase, TransferState
 from relayq.relayer.relayer import Relayer
 
@@ -44,7 +45,11 @@ RECHECK_SECONDS = 1.0
 
 
 def transfer_instructions(relayer: Relayer, purchase: Purchase) -> list[Instruction]:
-    """Per leg: make sure the contract's token account exists, then move the bought amount."""
+    """Per leg: make sure the contract's token account exists, then move the bought amount.
+
+    The purchase's memo comes last: two purchases of equal amounts signed
+    in the same blockhash window must still be two transactions.
+    """
     owner = relayer.signer.pubkey()
     out: list[Instruction] = []
     for leg in purchase.legs:
@@ -63,6 +68,7 @@ def transfer_instructions(relayer: Relayer, purchase: Purchase) -> list[Instruct
                 )
             )
         )
+    out.append(purchase_memo(purchase.id))
     return out
 
 
