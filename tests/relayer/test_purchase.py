@@ -194,3 +194,26 @@ async def test_a_swap_that_never_landed_dead_letters_its_task_and_is_counted(
     assert task is not None and task.state is TaskState.FAILED
     assert REGISTRY.get_sample_value("relayq_jobs_dead_lettered_total", labels) == before + 1
     assert (await chain.state())["bundlesLanded"] == landed
+
+
+async def test_a_node_error_while_polling_a_sent_swap_is_not_a_verdict(
+    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain, process: ProcessContext
+) -> None:
+    # After the bundle is sent, a JSON-RPC error (a node behind or unhealthy)
+    # says nothing about the swap: only the chain's verdict may fail a purchase.
+    before = await contract_balances(relayer)
+    await chain.faults(rpcErrors=1, methods=["getSignatureStatuses"], rpcErrorStatus=200)
+    resp = await buy(gateway, sol=0.5)
+    body = await resp.json()
+
+    assert resp.status == 202 and body["status"] != "failed", body
+    async with (
+        InProcessWorker(clients, "critical", process=process),
+        InProcessWorker(clients, "high", process=process),
+        InProcessWorker(clients, "medium", process=process),
+    ):
+        task = await wait_until(lambda: finished(clients, body["taskId"]), timeout=40)
+    assert task.state is TaskState.COMPLETED, task.last_error
+    after = await contract_balances(relayer)
+    bought = {t["mint"]: int(t["amount"]) for t in body["tokens"]}
+    assert {m: after[m] - before[m] for m in bought} == bought

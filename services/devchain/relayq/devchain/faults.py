@@ -15,7 +15,8 @@ Enabled only with `--faults`; otherwise `/devchain/faults` answers 404.
   slot, without executing anything.
 - `rpcErrors` (int n) with optional `methods` (list of method names): the next
   n JSON-RPC calls answer HTTP 503 with a JSON-RPC error (-32005 "Node is
-  unhealthy"). Without `methods` only Solana RPC calls (`POST /`) count; with
+  unhealthy"); with `rpcErrorStatus: 200` they answer HTTP 200 with the error,
+  as a node that is behind does. Without `methods` only Solana RPC calls (`POST /`) count; with
   it, calls of those methods on either endpoint (Jito method names included).
 - `rpcDelayMs` (int): every Solana RPC answer (`POST /`) is delayed this long.
 - `haltSlots` (bool): stop (true) or resume (false) slot production. While
@@ -56,6 +57,7 @@ class Faults:
     fail_bundles: int = 0
     rpc_errors: int = 0
     rpc_error_methods: list[str] = field(default_factory=list)
+    rpc_error_status: int = 503
     rpc_delay_ms: int = 0
     halt_slots: bool = False
 
@@ -64,7 +66,7 @@ class Faults:
         if not isinstance(body, dict):
             raise FaultError("body must be a JSON object")
         known = {"dropTransactions", "dropBundles", "failBundles", "rpcErrors", "methods",
-                 "rpcDelayMs", "haltSlots", "advanceSlots", "reset"}  # fmt: skip
+                 "rpcErrorStatus", "rpcDelayMs", "haltSlots", "advanceSlots", "reset"}  # fmt: skip
         unknown = sorted(set(body) - known)
         if unknown:
             raise FaultError(f"unknown fault(s): {', '.join(unknown)}")
@@ -76,7 +78,12 @@ class Faults:
         halt = body.get("haltSlots")
         if halt is not None and not isinstance(halt, bool):
             raise FaultError("haltSlots must be a boolean")
-        counts = {k: _count(body, k) for k in known - {"methods", "haltSlots", "reset"}}
+        status = body.get("rpcErrorStatus", 503)
+        if status not in (200, 503):
+            raise FaultError("rpcErrorStatus must be 200 or 503")
+        counts = {
+            k: _count(body, k) for k in known - {"methods", "haltSlots", "reset", "rpcErrorStatus"}
+        }
         if counts["advanceSlots"] > MAX_ADVANCE:
             raise FaultError(f"advanceSlots is at most {MAX_ADVANCE}")
         if body.get("reset"):
@@ -87,6 +94,7 @@ class Faults:
         if counts["rpcErrors"]:
             self.rpc_errors += counts["rpcErrors"]
             self.rpc_error_methods = list(methods or [])
+            self.rpc_error_status = status
         if "rpcDelayMs" in body:
             self.rpc_delay_ms = counts["rpcDelayMs"]
         if halt is not None:
@@ -103,6 +111,7 @@ class Faults:
             "failBundles": self.fail_bundles,
             "rpcErrors": self.rpc_errors,
             "methods": self.rpc_error_methods,
+            "rpcErrorStatus": self.rpc_error_status,
             "rpcDelayMs": self.rpc_delay_ms,
             "haltSlots": self.halt_slots,
         }

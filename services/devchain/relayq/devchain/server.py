@@ -194,7 +194,11 @@ async def _jsonrpc(request: web.Request, dispatch: Dispatch, solana: bool) -> we
             await asyncio.sleep(chain.faults.rpc_delay_ms / 1000)
     if any(chain.faults.consume_rpc_error(m, solana) for m in _methods(body)):
         id_ = body.get("id") if isinstance(body, dict) else None
-        return web.json_response(_error(-32005, "Node is unhealthy", id_), status=503)
+        if chain.faults.rpc_error_status == 503:
+            return web.json_response(_error(-32005, "Node is unhealthy", id_), status=503)
+        # What a lagging node answers: HTTP 200, NodeUnhealthy with how far behind it is.
+        behind = _error(-32005, "Node is behind by 42 slots", id_, {"numSlotsBehind": 42})
+        return web.json_response(behind)
     if isinstance(body, list):
         if not body:
             return web.json_response(_error(-32600, "Invalid request"))

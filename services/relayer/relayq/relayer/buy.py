@@ -33,7 +33,7 @@ from relayq.core.service import JobRequest
 from relayq.core.store import now
 from relayq.core.telemetry import log_event
 from relayq.relayer.baskets import LAMPORTS_PER_SOL
-from relayq.relayer.chain.errors import ChainRejected, ChainUnavailable
+from relayq.relayer.chain.errors import ChainError, ChainRejected, ChainUnavailable
 from relayq.relayer.chain.metrics import PURCHASES, SWAP_SECONDS
 from relayq.relayer.chain.swap import LegPlan
 from relayq.relayer.memo import purchase_memo
@@ -169,14 +169,23 @@ async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
     t0 = time.monotonic()
     try:
         bundle_id = await relayer.jito.send_bundle(txs)
-        await relayer.purchases.swap_sent(task_id, bundle_id)
-        purchase = replace(purchase, swap={**purchase.swap, "bundleId": bundle_id})
-        check = await _wait_for_swap(relayer, purchase, relayer.chain.swap_wait_seconds)
     except ChainRejected as exc:
         # The block engine refused the bundle itself: it was never accepted, so it
         # cannot land, and the signatures can be given up on.
         check = SwapCheck(Verdict.FAILED, error=f"the block engine refused the bundle: {exc}")
+        return await _conclude(relayer, task, purchase, check, time.monotonic() - t0)
     except ChainUnavailable as exc:
+        log_event(log, logging.WARNING, "swap outcome unknown", task_id=task_id, error=str(exc))
+        check = SwapCheck(Verdict.PENDING)
+        return await _conclude(relayer, task, purchase, check, time.monotonic() - t0)
+    # Sent: from here on only the chain decides. An error while recording or
+    # polling (a node behind, a timeout) is no verdict: the swap stays pending and
+    # swap_settle decides it from the chain.
+    try:
+        await relayer.purchases.swap_sent(task_id, bundle_id)
+        purchase = replace(purchase, swap={**purchase.swap, "bundleId": bundle_id})
+        check = await _wait_for_swap(relayer, purchase, relayer.chain.swap_wait_seconds)
+    except ChainError as exc:
         log_event(log, logging.WARNING, "swap outcome unknown", task_id=task_id, error=str(exc))
         check = SwapCheck(Verdict.PENDING)
     return await _conclude(relayer, task, purchase, check, time.monotonic() - t0)
