@@ -61,16 +61,22 @@ async def test_200_concurrent_purchases_add_up_exactly(
         assert purchase is not None and purchase.swap["state"] == "failed", t.last_error
         assert "signature" not in purchase.transfer
     assert len(done) >= PURCHASES * 0.9
-    expected: Counter[str] = Counter()
-    for body in bodies:
-        if body["taskId"] in done:
-            for token in body["tokens"]:
-                expected[token["mint"]] += int(token["amount"])
+    expected = _bought(bodies, done)
     after = await contract_balances(relayer)
     assert {m: after[m] - before[m] for m in expected} == dict(expected)
     assert await relayer.purchases.holding(wallet) == dict(expected)
     signatures = {(await relayer.purchases.get(i)).transfer["signature"] for i in done}  # type: ignore[union-attr]
     assert len(signatures) == len(done)
+
+
+def _bought(bodies: list[dict[str, Any]], done: list[str]) -> Counter[str]:
+    """Base units per mint the completed purchases bought, as their answers said."""
+    expected: Counter[str] = Counter()
+    for body in bodies:
+        if body["taskId"] in done:
+            for token in body["tokens"]:
+                expected[token["mint"]] += int(token["amount"])
+    return expected
 
 
 async def _all_finished(clients: Clients, ids: list[str]) -> list[Task] | None:
@@ -126,11 +132,7 @@ async def test_identical_purchases_at_once_each_move_their_own_tokens(
     transfers = [p.transfer["signature"] for p in purchases if p is not None]
     assert len(set(swaps)) == len(done), "two purchases recorded one swap"
     assert len(set(transfers)) == len(done), "two purchases recorded one transfer"
-    expected: Counter[str] = Counter()
-    for body in bodies:
-        if body["taskId"] in done:
-            for token in body["tokens"]:
-                expected[token["mint"]] += int(token["amount"])
+    expected = _bought(bodies, done)
     after = await contract_balances(relayer)
     assert {m: after[m] - before[m] for m in expected} == dict(expected)
 
