@@ -36,7 +36,7 @@ from types import TracebackType
 
 from kubernetes import client, config
 
-from relayq.dev.servers import REPO_ROOT, TOOLS_BIN, free_port, wait_for_port
+from relayq.dev.servers import REPO_ROOT, TOOLS_BIN, free_port, stop_process, wait_for_port
 from tests.kube.pki import ClusterPki, make_pki
 
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -125,15 +125,7 @@ class Component:
         )
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after the timeout; only this child, by its pid."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout)
 
 
 class KubeCluster:

@@ -43,6 +43,18 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
 
 
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after the timeout; only this child, by its pid."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def find_binary(name: str) -> str:
     """The path of a server binary: .tools/bin first, then PATH."""
     local = TOOLS_BIN / name
@@ -82,15 +94,7 @@ class LocalServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after the timeout; only this child, by its pid."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
