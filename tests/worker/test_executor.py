@@ -18,7 +18,16 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from relayq.core.jobs import Defer, JobContext, JobType, PermanentError, Registry, Task, TaskState
+from relayq.core.jobs import (
+    Defer,
+    JobContext,
+    JobType,
+    NeedsReview,
+    PermanentError,
+    Registry,
+    Task,
+    TaskState,
+)
 from relayq.core.keys import Keys
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Message, Queue
@@ -72,6 +81,11 @@ class RecordingLifecycle:
     async def dead_letter(self, task_id: str, **kw: Any) -> Task | None:
         return self._answer("dead_letter", TaskState.FAILED, **kw)
 
+    async def park(
+        self, task: Task, reason: str, details: dict[str, Any] | None = None
+    ) -> Task | None:
+        return self._answer("park", TaskState.NEEDS_REVIEW, reason=reason, details=details)
+
 
 async def ok(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"attempt": ctx.attempt}
@@ -89,6 +103,10 @@ async def later(payload: dict[str, Any], ctx: JobContext) -> None:
     raise Defer(7.5, "not yet")
 
 
+async def undecided(payload: dict[str, Any], ctx: JobContext) -> None:
+    raise NeedsReview("partly-landed", {"landed": ["sig-1"]})
+
+
 async def hang(payload: dict[str, Any], ctx: JobContext) -> None:
     await asyncio.sleep(10)
 
@@ -103,6 +121,7 @@ REGISTRY = Registry(
         JobType("boom", boom),
         JobType("refuse", refuse),
         JobType("later", later),
+        JobType("undecided", undecided),
         JobType("hang", hang, timeout_seconds=0.05),
         JobType("unstorable", unstorable),
     ]
@@ -168,6 +187,18 @@ async def test_defer_waits_without_spending_an_attempt() -> None:
     assert outcome == RetryIn(7.5)
     assert names(life) == ["start", "defer"]
     assert life.calls[1][1] == {"reason": "not yet", "seconds": 7.5}
+
+
+async def test_needs_review_parks_the_task_with_its_details_and_acks() -> None:
+    outcome, life = await run("undecided")
+    assert outcome == Ack()
+    assert names(life) == ["start", "park"]
+    assert life.calls[1][1] == {"reason": "partly-landed", "details": {"landed": ["sig-1"]}}
+
+
+async def test_a_superseded_park_is_acked() -> None:
+    outcome, life = await run("undecided", lose={"park"})
+    assert outcome == Ack() and names(life) == ["start", "park"]
 
 
 async def test_a_run_past_its_timeout_is_a_failed_attempt() -> None:

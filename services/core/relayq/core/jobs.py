@@ -29,15 +29,21 @@ class TaskState(StrEnum):
     RETRYING = "retrying"  # failed an attempt, waiting out its backoff
     COMPLETED = "completed"
     FAILED = "failed"  # attempts exhausted or poison: dead-lettered
+    CANCELLED = "cancelled"  # an operator withdrew it before it ran
+    # Parked: a job found something no rule may decide alone (a swap that partly
+    # landed, say); nothing runs it until an operator retries or cancels it.
+    NEEDS_REVIEW = "needs_review"
 
     @property
     def finished(self) -> bool:
-        return self in (TaskState.COMPLETED, TaskState.FAILED)
+        return self in FINISHED_STATES
 
 
 # States from which a worker may take a task. ACTIVE is allowed only for a
 # redelivery: the previous holder's lease expired, so it is presumed dead.
 CLAIMABLE_STATES = (TaskState.PENDING, TaskState.QUEUED, TaskState.RETRYING)
+# Final states: retention deletes these once they are old enough.
+FINISHED_STATES = (TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED)
 
 
 class JobError(Exception):
@@ -48,6 +54,20 @@ class JobError(Exception):
 
 class UnknownJobType(JobError):
     code = "unknown-job-type"
+
+
+class TaskNotFound(JobError):
+    code = "task-not-found"
+
+
+class InvalidTaskState(JobError):
+    """The task is in a state the operation does not apply to (cancel a completed task)."""
+
+    code = "invalid-task-state"
+
+    def __init__(self, task: Task, operation: str) -> None:
+        super().__init__(f"cannot {operation} a task that is {task.state.value}")
+        self.task = task
 
 
 class InvalidPayload(JobError):
@@ -72,6 +92,20 @@ class Defer(Exception):
 
 class PermanentError(Exception):
     """Raised by a handler for a failure that retrying cannot fix: dead-letter now."""
+
+
+class NeedsReview(Exception):
+    """Raised by a handler that found what no rule may decide alone: park the task.
+
+    The task goes to `needs_review` (Lifecycle.park) and nothing runs it until an
+    operator releases or cancels it. `reason` is a short label from a fixed set
+    (it labels a metric); `details` is what the operator needs to decide.
+    """
+
+    def __init__(self, reason: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = dict(details or {})
 
 
 @dataclass
@@ -118,6 +152,8 @@ class Task:
     result: Any = None
     worker: str | None = None
     trace: dict[str, str] = field(default_factory=dict)
+    # Why the task was parked (needs_review): {"reason", "details", "parkedAt"}.
+    review: dict[str, Any] | None = None
 
     def to_public(self) -> dict[str, Any]:
         """A JSON-ready view for the CLI and the API."""
@@ -140,6 +176,7 @@ class Task:
             "startedAt": ts(self.started_at),
             "finishedAt": ts(self.finished_at),
             "runAt": ts(self.run_at),
+            "review": self.review,
         }
 
 

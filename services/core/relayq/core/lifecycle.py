@@ -22,12 +22,20 @@ from typing import Any
 from relayq.core.jobs import CLAIMABLE_STATES, Task, TaskState
 from relayq.core.priorities import Priority
 from relayq.core.store import TaskStore, now
-from relayq.core.telemetry import DEAD_LETTERED, log_event
+from relayq.core.telemetry import CANCELLED, DEAD_LETTERED, PARKED, PROMOTED, log_event
 
 log = logging.getLogger("relayq.lifecycle")
 
 # A dead letter of a task that may be anywhere short of finished (poison, unknown type).
 UNFINISHED = (*CLAIMABLE_STATES, TaskState.ACTIVE)
+# What an operator may cancel: anything no worker holds and nothing has finished.
+CANCELLABLE = (*CLAIMABLE_STATES, TaskState.NEEDS_REVIEW)
+# What an operator may run again with a fresh attempt budget.
+REVIVABLE = (TaskState.FAILED, TaskState.NEEDS_REVIEW)
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def _after(seconds: float) -> datetime:
@@ -139,6 +147,83 @@ class Lifecycle:
             )
         return failed
 
+    async def park(
+        self, task: Task, reason: str, details: dict[str, Any] | None = None
+    ) -> Task | None:
+        """active -> needs_review: the job found what no rule may decide alone.
+
+        `reason` is a short machine-readable label (the metric's label: keep it
+        to a fixed set per job module); `details` is what the operator needs to
+        decide (what landed, what did not). Nothing runs the task until an
+        operator revives or cancels it; retention never deletes it.
+        """
+        review = {"reason": reason, "details": details or {}, "parkedAt": _iso(now())}
+        parked = await self.store.transition(
+            task.id,
+            [TaskState.ACTIVE],
+            TaskState.NEEDS_REVIEW,
+            version=task.version,
+            set_fields={"last_error": f"needs review: {reason}", "review": review},
+        )
+        if parked is not None:
+            PARKED.labels(priority=task.priority.value, reason=reason).inc()
+            log_event(
+                log,
+                logging.WARNING,
+                "job parked for review",
+                task_id=task.id,
+                type=task.type,
+                priority=task.priority.value,
+                reason=reason,
+            )
+        return parked
+
+    # -- an operator's hand ----------------------------------------------------------
+
+    async def cancel(self, task: Task, reason: str) -> Task | None:
+        """pending, queued, retrying or needs_review -> cancelled (finished, never run again).
+
+        An active task is not cancelled: its handler may be mid-way through
+        something that must finish (a transfer being sent).
+        """
+        cancelled = await self.store.transition(
+            task.id,
+            CANCELLABLE,
+            TaskState.CANCELLED,
+            version=task.version,
+            set_fields={"last_error": f"cancelled: {reason}", "finished_at": now(), "run_at": None},
+        )
+        if cancelled is not None:
+            CANCELLED.labels(priority=task.priority.value).inc()
+            log_event(
+                log,
+                logging.INFO,
+                "job cancelled",
+                task_id=task.id,
+                type=task.type,
+                priority=task.priority.value,
+                reason=reason,
+            )
+        return cancelled
+
+    async def promote(self, task: Task) -> Task | None:
+        """queued or retrying with a due time -> the same state, due now.
+
+        The caller then moves the job from Redis's delayed set to the stream
+        (Queue.promote); if it crashes in between, the job runs at its old time.
+        """
+        promoted = await self.store.transition(
+            task.id,
+            [TaskState.QUEUED, TaskState.RETRYING],
+            task.state,
+            version=task.version,
+            set_fields={"run_at": None},
+        )
+        if promoted is not None:
+            PROMOTED.labels(priority=task.priority.value).inc()
+            log_event(log, logging.INFO, "job promoted", task_id=task.id, type=task.type)
+        return promoted
+
     # -- dispatch ------------------------------------------------------------------
 
     async def hold(self, task: Task) -> Task | None:
@@ -175,14 +260,15 @@ class Lifecycle:
         )
 
     async def revive(self, task: Task) -> Task | None:
-        """failed -> queued with a fresh attempt budget: an operator retries a dead letter.
+        """failed or needs_review -> queued with a fresh attempt budget: an operator
+        retries a dead letter, or releases a parked task after review.
 
         `attempts` keeps counting every run; the budget grows by the task's
         original number of attempts.
         """
         return await self.store.transition(
             task.id,
-            [TaskState.FAILED],
+            REVIVABLE,
             TaskState.QUEUED,
             version=task.version,
             set_fields={

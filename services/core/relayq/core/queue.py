@@ -158,6 +158,20 @@ class Queue:
         k = self.keys.of(priority)
         await self._scripts.schedule(keys=[k.delayed, k.wake], args=argv)
 
+    async def promote(self, priority: Priority, message: Message) -> str | None:
+        """Run a delayed job now; returns its entry id, or None if it was not delayed."""
+        k = self.keys.of(priority)
+        entry_id = await self._scripts.promote(keys=[k.stream, k.delayed], args=[message.member])
+        return None if entry_id is None else _text(entry_id)
+
+    async def withdraw(self, priority: Priority, message: Message) -> bool:
+        """Drop a delayed job (its task was cancelled); False if it was not delayed.
+
+        A job already in the stream stays there: the worker that claims it finds
+        the task no longer claimable and drops the delivery.
+        """
+        return bool(await self.redis.zrem(self.keys.of(priority).delayed, message.member))
+
     async def claim(self, priority: Priority, consumer: str, count: int) -> Claim:
         """Promote due delayed jobs, then claim up to `count` ready ones."""
         k = self.keys.of(priority)

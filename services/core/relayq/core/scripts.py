@@ -45,6 +45,7 @@ class Scripts:
         self.extend = load("extend")
         self.backlog = load("backlog")
         self.rate_limit = load("rate_limit")
+        self.promote = load("promote")
         # Recovery: lost jobs dispatched again, stalled claims handed back.
         self.redispatch = load("redispatch")
         self.requeue_stalled = load("requeue_stalled")

@@ -13,8 +13,15 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from relayq.core.jobs import InvalidPayload, Registry, Task, TaskState
-from relayq.core.lifecycle import Lifecycle
+from relayq.core.jobs import (
+    InvalidPayload,
+    InvalidTaskState,
+    Registry,
+    Task,
+    TaskNotFound,
+    TaskState,
+)
+from relayq.core.lifecycle import CANCELLABLE, Lifecycle
 from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue, QueueStats
 from relayq.core.settings import Settings
@@ -264,6 +271,59 @@ class JobService:
                 break
             cursor = page.next_cursor
         return retried
+
+    async def release_review(self, task_id: str) -> Task:
+        """needs_review -> queued with a fresh attempt budget, then dispatch: the
+        operator reviewed a parked task and lets it run again."""
+        current = await self._current(task_id)
+        if current.state is not TaskState.NEEDS_REVIEW:
+            raise InvalidTaskState(current, "release from review")
+        task = await self.lifecycle.revive(current)
+        if task is None:
+            raise InvalidTaskState(await self._current(task_id), "release from review")
+        task = (await self.dispatch([task])).get(task.id, task)
+        log_event(log, logging.INFO, "review released", task_id=task.id, type=task.type)
+        return task
+
+    async def cancel(self, task_id: str, reason: str) -> Task:
+        """Cancel a task no worker holds (Lifecycle.cancel) and drop its delayed job.
+
+        Raises TaskNotFound, or InvalidTaskState for an active or finished task.
+        """
+        current = await self._current(task_id)
+        if current.state not in CANCELLABLE:
+            raise InvalidTaskState(current, "cancel")
+        task = await self.lifecycle.cancel(current, reason)
+        if task is None:  # it moved meanwhile (a worker took it)
+            raise InvalidTaskState(await self._current(task_id), "cancel")
+        try:
+            await self.queue.withdraw(task.priority, Message(task.id, task.type))
+        except RedisError as exc:  # the record decides: a worker drops the stale job
+            log_event(log, logging.WARNING, "delayed job not withdrawn", task_id=task.id,
+                      error=str(exc))  # fmt: skip
+        return task
+
+    async def promote(self, task_id: str) -> tuple[Task, bool]:
+        """Run a delayed (scheduled or retrying) task now.
+
+        Returns the task and whether its job moved out of the delayed set (False:
+        it was already due). Raises TaskNotFound, or InvalidTaskState when the
+        task is not waiting for a due time.
+        """
+        current = await self._current(task_id)
+        if current.state not in (TaskState.QUEUED, TaskState.RETRYING) or current.run_at is None:
+            raise InvalidTaskState(current, "promote")
+        task = await self.lifecycle.promote(current)
+        if task is None:
+            raise InvalidTaskState(await self._current(task_id), "promote")
+        moved = await self.queue.promote(task.priority, Message(task.id, task.type))
+        return task, moved is not None
+
+    async def _current(self, task_id: str) -> Task:
+        task = await self.store.get(task_id)
+        if task is None:
+            raise TaskNotFound(f"no task with id {task_id}")
+        return task
 
     async def delete_dead_letter(self, task_id: str) -> bool:
         return await self.store.delete(task_id, [TaskState.FAILED])

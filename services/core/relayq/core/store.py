@@ -21,12 +21,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
 
 from relayq.core.ids import new_task_id
-from relayq.core.jobs import InvalidPayload, Task, TaskState
+from relayq.core.jobs import FINISHED_STATES, InvalidPayload, Task, TaskState
 from relayq.core.priorities import Priority
 
 MAX_PAGE = 500
 DELETE_BATCH = 500
-FINISHED = [TaskState.COMPLETED.value, TaskState.FAILED.value]
+FINISHED = [s.value for s in FINISHED_STATES]
 # Codes of a server refusing a document's contents: BadValue, Overflow (nested
 # too deep), BSONObjectTooLarge, and a document that grew too large in an update.
 REFUSED_CODES = frozenset({2, 15, 10334, 17419})
@@ -223,7 +223,7 @@ class TaskStore:
         return _task(doc) if doc is not None else None
 
     async def delete_finished(self, before: datetime, max_deletes: int) -> int:
-        """Delete up to `max_deletes` completed or failed tasks finished before `before`."""
+        """Delete up to `max_deletes` finished tasks (FINISHED_STATES) finished before `before`."""
         query = {"state": {"$in": FINISHED}, "finished_at": {"$lt": before}}
         deleted = 0
         while deleted < max_deletes:
@@ -352,6 +352,7 @@ def _task(doc: Mapping[str, Any]) -> Task:
         result=doc.get("result"),
         worker=doc.get("worker"),
         trace=dict(doc.get("trace") or {}),
+        review=doc.get("review"),
     )
 
 

@@ -32,7 +32,7 @@ RUN_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 
 ENQUEUED = Counter("relayq_jobs_enqueued_total", "Jobs put on a Redis queue.", ["priority", "type"])
 JOBS = Counter(
     "relayq_jobs_total",
-    "Job runs by outcome: completed, retried, failed, deferred, dropped.",
+    "Job runs by outcome: completed, retried, failed, deferred, parked, dropped.",
     ["priority", "type", "outcome"],
 )
 RUN_SECONDS = Histogram(
@@ -88,6 +88,17 @@ DEAD_LETTERED = Counter(
     "Jobs moved to the dead letters, by reason: attempts, poison, permanent, unknown-type,"
     " refused (a job module's verdict, e.g. a swap the chain refused).",
     ["priority", "reason"],
+)
+PARKED = Counter(
+    "relayq_jobs_parked_total",
+    "Jobs parked for an operator's review (needs_review), by the job module's reason.",
+    ["priority", "reason"],
+)
+CANCELLED = Counter(
+    "relayq_jobs_cancelled_total", "Jobs an operator cancelled before they ran.", ["priority"]
+)
+PROMOTED = Counter(
+    "relayq_jobs_promoted_total", "Delayed jobs an operator ran ahead of time.", ["priority"]
 )
 # The type label of a job whose type no registry knows: keeps label values bounded.
 UNKNOWN_TYPE_LABEL = "unknown"

@@ -19,6 +19,7 @@ from relayq.core.jobs import (
     Defer,
     JobContext,
     JobType,
+    NeedsReview,
     PermanentError,
     Registry,
     Task,
@@ -188,6 +189,12 @@ class TaskExecutor:
             return Ack()
         except Defer as exc:
             return await self._defer(task, exc)
+        except NeedsReview as exc:
+            RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
+            parked = await self.lifecycle.park(task, exc.reason, exc.details)
+            outcome = "parked" if parked is not None else "dropped"
+            JOBS.labels(priority=p, type=task.type, outcome=outcome).inc()
+            return Ack()
         except Exception as exc:
             RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
             if isinstance(exc, TimeoutError):
