@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from relayq.api.app import routes
+from relayq.api.app import operations
 from tests.chart.checks import (
     CUSTOM_KINDS,
     PRIORITIES,
@@ -137,7 +137,7 @@ def test_every_volume_mount_has_a_volume(ci_render: Render) -> None:
 
 
 def _api_paths() -> set[str]:
-    return {r.path for r in routes() if r.method == "GET"}
+    return {op.path for op in operations(()) if op.method == "GET"}
 
 
 def test_probes_point_at_real_endpoints_and_named_ports(ci_render: Render) -> None:

@@ -26,9 +26,7 @@ from redis import Redis as SyncRedis
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi import definitions
 
-from relayq.api.app import create_app
-from relayq.api.openapi import openapi_document
-from relayq.core.modules import load_registry
+from relayq.api.app import create_app, operations
 from relayq.core.settings import Settings
 from relayq.dev.relayer_env import relayer_env
 from relayq.dev.servers import LocalServer, devchain_server, free_port
@@ -44,13 +42,7 @@ CHECKS = [
     schemathesis.checks.response_headers_conformance,
     schemathesis.checks.response_schema_conformance,
 ]
-OPERATIONS = [
-    (method.upper(), path)
-    for path, item in openapi_document(load_registry(["relayq.relayer.jobs"]).names())[
-        "paths"
-    ].items()
-    for method in item
-]
+OPERATIONS = [(op.method, op.path) for op in operations(["relayq.relayer.jobs"])]
 
 
 class ServedApp:

@@ -146,6 +146,10 @@ async def test_status_shows_the_task(clients: Clients) -> None:
         (("enqueue", "--type", "noop", "--payload", "[1, 2]"), "invalid-payload"),
         (("enqueue", "--type", "sleep", "--payload", '{"seconds": -1}'), "invalid-payload"),
         (("dead-letters", "--retry", "0" * 32), "not-a-dead-letter"),
+        (("cancel", "0" * 32, "--reason", "x"), "task-not-found"),
+        (("promote", "0" * 32), "task-not-found"),
+        (("review", "--release", "0" * 32, "--reason", "x"), "task-not-found"),
+        (("review", "--release", "0" * 32), "invalid-argument"),
     ],
     ids=[
         "bad-task-id",
@@ -156,6 +160,10 @@ async def test_status_shows_the_task(clients: Clients) -> None:
         "payload-not-object",
         "payload-invalid",
         "retry-unknown",
+        "cancel-unknown",
+        "promote-unknown",
+        "release-unknown",
+        "release-without-reason",
     ],
 )
 async def test_user_error_exits_2_with_json_error_code(
@@ -265,3 +273,35 @@ async def test_unreachable_mongo_exits_1_unavailable(clients: Clients) -> None:
     error = result.error()
     assert error["error"] == "unavailable"
     assert "ServerSelectionTimeoutError" in error["message"]
+
+
+# -- an operator's hand on one task -------------------------------------------
+
+
+async def test_review_lists_parked_tasks_and_releases_one(clients: Clients) -> None:
+    sub = await clients.service.submit(JobRequest("noop", {}))
+    active = await clients.service.lifecycle.start(sub.task.id, "w-1", redelivered=False)
+    assert active is not None
+    assert await clients.service.lifecycle.park(active, "odd", {"seen": 2}) is not None
+
+    listed = await ok(clients, "review")
+    assert [t["taskId"] for t in listed["inReview"]] == [sub.task.id]
+    assert listed["inReview"][0]["review"]["details"] == {"seen": 2}
+
+    out = await ok(clients, "review", "--release", sub.task.id, "--reason", "looked fine")
+    assert out == {"taskId": sub.task.id, "state": "queued"}
+    assert (await ok(clients, "review"))["inReview"] == []
+
+
+async def test_cancel_and_promote_act_on_delayed_tasks(clients: Clients) -> None:
+    first = await clients.service.submit(JobRequest("noop", {}, delay_seconds=600))
+    second = await clients.service.submit(JobRequest("noop", {}, delay_seconds=600))
+
+    cancelled = await ok(clients, "cancel", first.task.id, "--reason", "not wanted")
+    promoted = await ok(clients, "promote", second.task.id)
+
+    assert cancelled["state"] == "cancelled"
+    assert cancelled["lastError"] == "cancelled: not wanted"
+    assert promoted == {"taskId": second.task.id, "state": "queued", "moved": True}
+    again = await relayq(clients, "cancel", first.task.id, "--reason", "twice")
+    assert again.returncode == 2 and again.error()["error"] == "invalid-task-state"

@@ -24,8 +24,16 @@ async def assert_nothing_recorded(clients: Clients) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{not json", b"", b'{"type": "noop",}', b'{"type": NaN}', b"\xff\xfe"],
-    ids=["garbage", "empty", "trailing-comma", "nan", "not-utf8"],
+    [
+        b"{not json",
+        b"",
+        b'{"type": "noop",}',
+        b'{"type": NaN}',
+        b"\xff\xfe",
+        b'{"type": "noop", "payload": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+        b'{"type": "noop", "payload": {"name": "\\ud800"}}',
+    ],
+    ids=["garbage", "empty", "trailing-comma", "nan", "not-utf8", "nested-5000", "surrogate"],
 )
 async def test_body_that_is_not_json_is_400_invalid_json(
     api: Api, clients: Clients, raw: bytes

@@ -80,7 +80,7 @@ async def test_release_review_requeues_with_a_fresh_budget_and_dispatches(
     clients: Clients,
 ) -> None:
     task = await parked(clients)
-    released = await clients.service.release_review(task.id)
+    released = await clients.service.release_review(task.id, "checked")
     assert released.state is TaskState.QUEUED
     assert released.max_attempts == task.attempts + task.attempt_budget
     assert task.id in await stream_task_ids(clients, task.priority)
@@ -89,10 +89,10 @@ async def test_release_review_requeues_with_a_fresh_budget_and_dispatches(
 async def test_release_review_refuses_a_task_not_in_review(clients: Clients) -> None:
     sub = await clients.service.submit(JobRequest("noop", {}))
     with pytest.raises(InvalidTaskState) as info:
-        await clients.service.release_review(sub.task.id)
+        await clients.service.release_review(sub.task.id, "x")
     assert info.value.code == "invalid-task-state"
     with pytest.raises(TaskNotFound):
-        await clients.service.release_review("f" * 32)
+        await clients.service.release_review("f" * 32, "x")
 
 
 # -- cancel ----------------------------------------------------------------------

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from relayq.api import admin, jobs, ops
 from relayq.api.auth import KeyRing
-from relayq.api.keys import CLIENTS, KEYRING, PROCESS, QUEUE, SETTINGS
+from relayq.api.contract import Operation
+from relayq.api.keys import CLIENTS, KEYRING, OPERATIONS, PROCESS, QUEUE, SETTINGS
 from relayq.api.middleware import authenticate, request_context
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import open_clients
@@ -24,25 +25,13 @@ log = logging.getLogger("relayq.api")
 INDEX_RETRY_SECONDS = 5.0
 
 
-def routes() -> list[web.RouteDef]:
-    """The gateway's own route table; job modules add theirs (`ROUTES`, relayq.core.modules)."""
-    return [
-        web.post("/v1/jobs", jobs.submit_job),
-        web.get("/v1/tasks", jobs.list_tasks),
-        web.get("/v1/tasks/{task_id}", jobs.get_task),
-        web.get("/v1/admin/queues", admin.queues),
-        web.post("/v1/admin/queues/{priority}/pause", admin.pause),
-        web.post("/v1/admin/queues/{priority}/resume", admin.resume),
-        web.get("/v1/admin/dead-letters", admin.dead_letters),
-        web.post("/v1/admin/dead-letters/retry", admin.retry_dead_letters),
-        web.post("/v1/admin/dead-letters/{task_id}/retry", admin.retry_dead_letter),
-        web.delete("/v1/admin/dead-letters/{task_id}", admin.delete_dead_letter),
-        web.get("/healthz", ops.healthz),
-        web.get("/readyz", ops.readyz),
-        web.get("/metrics", ops.metrics),
-        web.get("/openapi.json", ops.openapi_json),
-        web.get("/docs", ops.docs),
-    ]
+def operations(job_modules: Iterable[str]) -> list[Operation]:
+    """What the gateway serves: its own operations, then those of its job modules' route
+    modules (`ROUTES`, relayq.core.modules), each module's `OPERATIONS`."""
+    own = [*jobs.OPERATIONS, *admin.OPERATIONS, *ops.OPERATIONS]
+    for module in route_modules(job_modules):
+        own += list(module.OPERATIONS)
+    return own
 
 
 def create_app(
@@ -57,9 +46,8 @@ def create_app(
         client_max_size=api.max_body_bytes, middlewares=[request_context, authenticate]
     )
     app[SETTINGS] = api
-    app.add_routes(routes())
-    for module in route_modules(settings.job_modules):
-        module.mount(app)
+    app[OPERATIONS] = operations(settings.job_modules)
+    app.add_routes([op.route() for op in app[OPERATIONS]])
 
     async def clients_ctx(app: web.Application) -> AsyncIterator[None]:
         # The app starts without MongoDB (requests then get 503) and creates

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from relayq.api import models
+from relayq.api.contract import Operation, Response, body, query
 from relayq.api.keys import CLIENT, CLIENTS, PROCESS
 from relayq.api.problems import Problem
-from relayq.api.requests import job_request, json_object, page_query, task_id, task_state, trace_of
+from relayq.api.requests import idempotency_key, task_id, trace_of
 from relayq.core.jobs import InvalidPayload, Task, UnknownJobType
 from relayq.core.modules import task_views
-from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH
+from relayq.core.service import JobRequest
 from relayq.core.store import IdempotencyConflict
 
 
@@ -22,16 +24,18 @@ def accepted(task: Task, status: int = 202) -> web.Response:
 
 
 async def submit_job(request: web.Request) -> web.Response:
-    body = await json_object(request)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise Problem(
-            422,
-            "invalid-payload",
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters",
-            field="Idempotency-Key",
-        )
-    job = job_request(body, key, request[CLIENT], trace_of(request))
+    req = body(request, models.JobRequest)
+    job = JobRequest(
+        type=req.type,
+        payload=req.payload,
+        priority=req.priority,
+        delay_seconds=req.delaySeconds,
+        run_at=req.runAt,
+        max_attempts=req.maxAttempts,
+        idempotency_key=idempotency_key(request),
+        idempotency_scope=request[CLIENT],
+        trace=trace_of(request),
+    )
     service = request.app[CLIENTS].service
     try:
         if service.registry.get(job.type).internal:
@@ -56,15 +60,55 @@ async def get_task(request: web.Request) -> web.Response:
     task = await request.app[CLIENTS].service.get(task_id(request))
     if task is None:
         raise Problem(404, "task-not-found", "no task with this id")
-    clients = request.app[CLIENTS]
+    return web.json_response(await task_view(request, task))
+
+
+async def task_view(request: web.Request, task: Task) -> dict[str, object]:
+    """A task's public view with what its job module adds (a purchase's chain view)."""
     view = task.to_public()
-    view.update(await task_views(clients.settings.job_modules, task, request.app[PROCESS]))
-    return web.json_response(view)
+    modules = request.app[CLIENTS].settings.job_modules
+    view.update(await task_views(modules, task, request.app[PROCESS]))
+    return view
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    query = page_query(request)
-    page = await request.app[CLIENTS].service.list_tasks(state=task_state(request), **query)
+    q = query(request, models.TaskListQuery)
+    page = await request.app[CLIENTS].service.list_tasks(
+        state=q.state, type_=q.type, limit=q.limit, cursor=q.cursor
+    )
     return web.json_response(
         {"tasks": [t.to_public() for t in page.tasks], "nextCursor": page.next_cursor}
     )
+
+
+ACCEPTED = Response("Accepted", models.TaskAccepted, headers=["Location"])
+OPERATIONS = [
+    Operation(
+        "POST", "/v1/jobs", submit_job, "submitJob", "Submit a job", "client",
+        responses={202: Response("Accepted", models.TaskAccepted,
+                                 headers=["Location", "IdempotentReplayed"])},
+        problems=[(400, ["invalid-json"]), 409, 413, 415,
+                  (422, ["invalid-body", "invalid-payload", "invalid-priority",
+                         "unknown-job-type", "internal-job-type"])],
+        body=models.JobRequest,
+        body_problems={"priority": "invalid-priority"},
+        parameters=["IdempotencyKey", "Traceparent"],
+        description=(
+            "Records the task in MongoDB, then dispatches it through Redis. `pending` means "
+            "Redis was unreachable: the task is recorded and dispatched when Redis returns. "
+            "The request's X-Request-Id and traceparent travel into the task's `trace`."
+        ),
+    ),
+    Operation(
+        "GET", "/v1/tasks", list_tasks, "listTasks", "List tasks, newest first", "client",
+        responses={200: Response("One page, newest first", models.TaskPage)},
+        problems=[(400, ["invalid-query"])],
+        query=models.TaskListQuery,
+    ),
+    Operation(
+        "GET", "/v1/tasks/{taskId}", get_task, "getTask", "A task's status", "client",
+        responses={200: Response("The task", models.Task)},
+        problems=[(400, ["invalid-task-id"]), (404, ["task-not-found"])],
+        parameters=["TaskId"],
+    ),
+]  # fmt: skip

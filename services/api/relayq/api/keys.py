@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from relayq.api.auth import KeyRing
+from relayq.api.contract import Operation
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import Clients
 from relayq.core.modules import ProcessContext
@@ -15,5 +16,7 @@ CLIENTS = web.AppKey("clients", Clients)
 QUEUE = web.AppKey("queue", Queue)
 KEYRING = web.AppKey("keyring", KeyRing)
 PROCESS = web.AppKey("process", ProcessContext)
+# What this gateway serves: its own operations and its job modules'.
+OPERATIONS = web.AppKey("operations", list[Operation])
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT = web.RequestKey("client", str)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from relayq.api import models
+from relayq.api.contract import Operation, Response
 from relayq.api.docspage import docs_page
-from relayq.api.keys import CLIENTS
+from relayq.api.keys import CLIENTS, SETTINGS
+from relayq.api.keys import OPERATIONS as SERVED
 from relayq.api.openapi import openapi_document
 from relayq.core.recovery_report import recovery_collector
 from relayq.core.telemetry import probe_dependency, refresh_queue_gauges_quietly
@@ -59,16 +61,14 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _document(request: web.Request) -> dict[str, Any]:
-    """The OpenAPI document of what this gateway serves: routes of absent job modules go."""
+    """The OpenAPI document of what this gateway serves, its job modules' routes included."""
     registry = request.app[CLIENTS].service.registry
-    document = openapi_document([t.name for t in registry.all() if not t.internal])
-    served = {
-        re.sub(r"\{task_id\}", "{taskId}", r.resource.canonical)
-        for r in request.app.router.routes()
-        if r.resource is not None
-    }
-    document["paths"] = {p: item for p, item in document["paths"].items() if p in served}
-    return document
+    served: list[Operation] = request.app[SERVED]
+    return openapi_document(
+        served,
+        [t.name for t in registry.all() if not t.internal],
+        request.app[SETTINGS].max_body_bytes,
+    )
 
 
 async def openapi_json(request: web.Request) -> web.Response:
@@ -77,3 +77,42 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 async def docs(request: web.Request) -> web.Response:
     return web.Response(text=docs_page(_document(request)), content_type="text/html")
+
+
+def _text(media_type: str, description: str) -> Response:
+    return Response(description, schema={"type": "string"}, media_type=media_type)
+
+
+READY = {"allOf": [{"$ref": "#/components/schemas/Readiness"},
+                   {"properties": {"status": {"const": "ready"}, "redis": {"const": "ok"},
+                                   "mongo": {"const": "ok"}}}]}  # fmt: skip
+OPERATIONS: list[Operation] = [
+    Operation(
+        "GET", "/healthz", healthz, "healthz", "Liveness", "operations",
+        responses={200: Response("The process serves", models.Health)},
+    ),
+    Operation(
+        "GET", "/readyz", readyz, "readyz", "Readiness: Redis and MongoDB reachable", "operations",
+        responses={
+            200: Response("Ready", schema=READY),
+            503: Response("A dependency is unreachable; it is named `unreachable`",
+                          models.Readiness),
+        },
+    ),
+    Operation(
+        "GET", "/metrics", metrics, "metrics", "Prometheus metrics", "operations",
+        responses={200: _text("text/plain", "Prometheus text exposition format")},
+        description=(
+            "relayq_api_requests_total{method,route,status}, "
+            "relayq_api_request_seconds{route}, and the job metrics."
+        ),
+    ),
+    Operation(
+        "GET", "/openapi.json", openapi_json, "openapi", "This document", "operations",
+        responses={200: Response("OpenAPI 3.1", schema={"type": "object"})},
+    ),
+    Operation(
+        "GET", "/docs", docs, "docs", "This API, as a page", "operations",
+        responses={200: _text("text/html", "HTML")},
+    ),
+]  # fmt: skip

@@ -18,6 +18,7 @@ TITLES = {
     "forbidden": "Not allowed",
     "task-not-found": "Task not found",
     "not-a-dead-letter": "Task is not a dead letter",
+    "invalid-task-state": "The task's state does not allow this",
     "not-found": "Not found",
     "method-not-allowed": "Method not allowed",
     "idempotency-conflict": "Idempotency key reused with another body",

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from relayq.core.clients import Clients, open_clients
 from relayq.core.ids import is_task_id
-from relayq.core.jobs import JobError
+from relayq.core.jobs import JobError, TaskState
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.core.settings import Settings, SettingsError
@@ -35,10 +35,12 @@ def _print(value: Any) -> None:
 
 def _check_arguments(args: argparse.Namespace) -> None:
     """Refuse bad input before connecting to anything."""
-    for name in ("task_id", "retry"):
+    for name in ("task_id", "retry", "release"):
         value = getattr(args, name, None)
         if value is not None and not is_task_id(value):
             raise CommandError("invalid-task-id", "a task id is 32 lowercase hex characters")
+    if getattr(args, "release", None) and not args.reason:
+        raise CommandError("invalid-argument", "--release needs --reason")
     if args.command == "enqueue":
         try:
             args.payload = json.loads(args.payload)
@@ -94,6 +96,24 @@ async def _dead_letters(c: Clients, args: argparse.Namespace) -> Any:
     return {"deadLetters": [t.to_public() for t in page.tasks], "nextCursor": page.next_cursor}
 
 
+async def _review(c: Clients, args: argparse.Namespace) -> Any:
+    if args.release:
+        task = await c.service.release_review(args.release, args.reason)
+        return {"taskId": task.id, "state": task.state.value}
+    page = await c.service.list_tasks(state=TaskState.NEEDS_REVIEW, type_=args.type,
+                                      limit=args.limit)  # fmt: skip
+    return {"inReview": [t.to_public() for t in page.tasks], "nextCursor": page.next_cursor}
+
+
+async def _cancel(c: Clients, args: argparse.Namespace) -> Any:
+    return (await c.service.cancel(args.task_id, args.reason)).to_public()
+
+
+async def _promote(c: Clients, args: argparse.Namespace) -> Any:
+    task, moved = await c.service.promote(args.task_id)
+    return {"taskId": task.id, "state": task.state.value, "moved": moved}
+
+
 Command = Callable[[Clients, argparse.Namespace], Awaitable[Any]]
 
 
@@ -136,6 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--type", help="only this job type")
     dead.add_argument("--limit", type=int, default=50)
     dead.set_defaults(run=_dead_letters)
+
+    review = sub.add_parser("review", help="list tasks parked for review, or release one")
+    review.add_argument("--release", metavar="TASK_ID", help="let a parked task run again")
+    review.add_argument("--reason", help="why (required with --release; logged)")
+    review.add_argument("--type", help="only this job type")
+    review.add_argument("--limit", type=int, default=50)
+    review.set_defaults(run=_review)
+
+    cancel = sub.add_parser("cancel", help="cancel a task no worker holds")
+    cancel.add_argument("task_id")
+    cancel.add_argument("--reason", required=True, help="recorded as the task's last error")
+    cancel.set_defaults(run=_cancel)
+
+    promote = sub.add_parser("promote", help="run a delayed task now")
+    promote.add_argument("task_id")
+    promote.set_defaults(run=_promote)
     return parser
 
 

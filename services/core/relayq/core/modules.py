@@ -10,8 +10,9 @@ A job module is any importable module named in RELAYQ_JOB_MODULES
   reverse order, for each module whose startup finished;
 - `async def task_view(task: Task, ctx: ProcessContext) -> dict | None`: extra
   fields for the task's view in `GET /v1/tasks/{id}`;
-- `ROUTES = "package.module"`: a module whose `mount(app)` adds routes to the
-  gateway. Only the gateway imports it, so a worker never loads web handlers.
+- `ROUTES = "package.module"`: a module whose `OPERATIONS` (relayq.api.contract)
+  the gateway serves and documents. Only the gateway imports it, so a worker
+  never loads web handlers.
 
 Handlers reach the process context as `JobContext.process`, never through
 module globals: a module holds no connection of its own.

@@ -272,7 +272,7 @@ class JobService:
             cursor = page.next_cursor
         return retried
 
-    async def release_review(self, task_id: str) -> Task:
+    async def release_review(self, task_id: str, reason: str) -> Task:
         """needs_review -> queued with a fresh attempt budget, then dispatch: the
         operator reviewed a parked task and lets it run again."""
         current = await self._current(task_id)
@@ -282,7 +282,8 @@ class JobService:
         if task is None:
             raise InvalidTaskState(await self._current(task_id), "release from review")
         task = (await self.dispatch([task])).get(task.id, task)
-        log_event(log, logging.INFO, "review released", task_id=task.id, type=task.type)
+        log_event(log, logging.INFO, "review released", task_id=task.id, type=task.type,
+                  reason=reason)  # fmt: skip
         return task
 
     async def cancel(self, task_id: str, reason: str) -> Task:

@@ -1,33 +1,30 @@
 """The relayer's gateway routes: buy tokens (swap now, transfer later) and list the baskets.
 
-The gateway mounts them (`mount`) when `relayq.relayer.jobs` is among its job
-modules; without a configured chain they answer 503 relayer-unavailable.
+The gateway serves their `OPERATIONS` when `relayq.relayer.jobs` is among its
+job modules; without a configured chain they answer 503 relayer-unavailable.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 
+from relayq.api.contract import Operation, Response, body
 from relayq.api.keys import CLIENT, PROCESS
 from relayq.api.problems import Problem, unavailable
-from relayq.api.requests import json_object, trace_of
+from relayq.api.requests import trace_of
 from relayq.core.jobs import InvalidPayload, Task
 from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH
 from relayq.core.store import IdempotencyConflict
-from relayq.relayer.baskets import LAMPORTS_PER_SOL
 from relayq.relayer.buy import BuyRequest, UnknownBasket, buy
 from relayq.relayer.chain.errors import ChainError, ChainUnavailable
 from relayq.relayer.chain.swap import InsufficientLiquidity
 from relayq.relayer.jobs import relayer_in
 from relayq.relayer.purchases import Purchase
 from relayq.relayer.relayer import Relayer
-
-
-def mount(app: web.Application) -> None:
-    app.add_routes([web.post("/v1/buy-tokens", buy_tokens), web.get("/v1/bundles", list_bundles)])
 
 
 def _relayer(request: web.Request) -> Relayer:
@@ -37,27 +34,80 @@ def _relayer(request: web.Request) -> Relayer:
     return relayer
 
 
+# A purchase above this many SOL is refused before any arithmetic on it.
+MAX_SOL_DIGITS = 12
+
+
 def _lamports(value: Any) -> int:
+    """SOL as a JSON number (or a decimal string) -> lamports; ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise Problem(422, "invalid-payload", "solAmount must be a number", field="solAmount")
+        raise ValueError("must be a number")
     try:
         sol = Decimal(str(value))
     except InvalidOperation:
-        raise Problem(
-            422, "invalid-payload", "solAmount must be a number", field="solAmount"
-        ) from None
-    lamports = sol * LAMPORTS_PER_SOL
-    if not sol.is_finite() or sol <= 0 or lamports != lamports.to_integral_value():
-        raise Problem(
-            422,
-            "invalid-payload",
-            "solAmount must be positive with at most 9 decimal places",
-            field="solAmount",
-        )
+        raise ValueError("must be a number") from None
+    if not sol.is_finite() or sol <= 0:
+        raise ValueError("must be positive with at most 9 decimal places")
+    if sol.adjusted() >= MAX_SOL_DIGITS:
+        raise ValueError("is beyond any bundle's limits")
+    lamports = sol.scaleb(9)
+    if lamports != lamports.to_integral_value():
+        raise ValueError("must be positive with at most 9 decimal places")
     return int(lamports)
 
 
-def _buy_request(request: web.Request, body: dict[str, Any]) -> BuyRequest:
+class PurchaseRequest(BaseModel):
+    """A purchase: SOL into one bundle, for a wallet."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wallet: Annotated[
+        str, Strict(), Field(min_length=1, max_length=64, description="The buyer's wallet, base58.")
+    ]
+    solAmount: Annotated[
+        int,
+        BeforeValidator(_lamports),
+        WithJsonSchema(
+            {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "SOL to spend, at most 9 decimals, within the bundle's limits.",
+            }
+        ),
+    ]
+    bundleId: Annotated[
+        str,
+        Strict(),
+        Field(min_length=1, max_length=64, description="A bundle of GET /v1/bundles."),
+    ]
+
+
+class PurchaseAnswer(BaseModel):
+    """The answer to a purchase."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    taskId: Annotated[str, Field(pattern="^[0-9a-f]{32}$")]
+    status: Annotated[
+        Literal["pending", "queued", "active", "retrying", "completed", "failed",
+                "cancelled", "needs_review", "swap_pending"],
+        Field(description=(
+            "`queued`: the swap landed, the transfer follows; `swap_pending`: the "
+            "swap is decided later; `failed`: the swap failed (see `error`)."
+        )),
+    ]  # fmt: skip
+    swapSignatures: list[str] | None = None
+    tokens: list[dict[str, Any]] | None = None
+    error: str | None = None
+
+
+class BundleList(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    bundles: list[dict[str, Any]]
+
+
+def _buy_request(request: web.Request, req: PurchaseRequest) -> BuyRequest:
     key = request.headers.get("Idempotency-Key")
     if key is None:
         raise Problem(
@@ -73,20 +123,10 @@ def _buy_request(request: web.Request, body: dict[str, Any]) -> BuyRequest:
             f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters",
             field="Idempotency-Key",
         )
-    unknown = set(body) - {"wallet", "solAmount", "bundleId"}
-    if unknown:
-        raise Problem(
-            422, "invalid-body", f"unknown fields: {sorted(unknown)}", field=sorted(unknown)[0]
-        )
-    for name in ("wallet", "bundleId"):
-        if not isinstance(body.get(name), str) or not body[name]:
-            raise Problem(422, "invalid-payload", f"{name} must be a non-empty string", field=name)
-    if "solAmount" not in body:
-        raise Problem(422, "invalid-payload", "solAmount is required", field="solAmount")
     return BuyRequest(
-        wallet=body["wallet"],
-        lamports=_lamports(body["solAmount"]),
-        basket_id=body["bundleId"],
+        wallet=req.wallet,
+        lamports=req.solAmount,
+        basket_id=req.bundleId,
         idempotency_key=key,
         idempotency_scope=request[CLIENT],
         trace=trace_of(request),
@@ -108,7 +148,7 @@ def _answer(task: Task, purchase: Purchase | None, status: str) -> dict[str, Any
 
 async def buy_tokens(request: web.Request) -> web.Response:
     relayer = _relayer(request)
-    req = _buy_request(request, await json_object(request))
+    req = _buy_request(request, body(request, PurchaseRequest))
     try:
         async with relayer.gate:
             result = await buy(relayer, req)
@@ -139,3 +179,34 @@ async def list_bundles(request: web.Request) -> web.Response:
     relayer = _relayer(request)
     source = relayer.swap.price_source
     return web.json_response({"bundles": [b.to_public(source) for b in relayer.baskets.values()]})
+
+
+OPERATIONS = [
+    Operation(
+        "POST", "/v1/buy-tokens", buy_tokens, "buyTokens",
+        "Buy a bundle of tokens: swap now, transfer to the contract later", "client",
+        responses={
+            202: Response("Swap landed or pending", PurchaseAnswer,
+                          headers=["Location", "IdempotentReplayed"]),
+            200: Response("The swap failed; nothing was bought", PurchaseAnswer,
+                          headers=["Location"]),
+        },
+        problems=[(400, ["invalid-json"]),
+                  (409, ["idempotency-conflict", "insufficient-liquidity"]), 413, 415,
+                  (422, ["invalid-body", "invalid-payload", "unknown-bundle"]), 428, 502,
+                  (503, ["chain-unavailable", "relayer-unavailable"])],
+        body=PurchaseRequest,
+        parameters=["IdempotencyKey", "Traceparent"],
+        description=(
+            "Signs the swap (one Jito bundle) and records it before sending it, waits a "
+            "bounded time for it to land, then queues the token transfer. Needs an "
+            "Idempotency-Key: a replay returns the same task and never swaps twice."
+        ),
+    ),
+    Operation(
+        "GET", "/v1/bundles", list_bundles, "listBundles",
+        "The bundles for sale: tokens and weights, price source, limits", "client",
+        responses={200: Response("The bundles", BundleList)},
+        problems=[(503, ["relayer-unavailable"])],
+    ),
+]  # fmt: skip
