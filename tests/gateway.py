@@ -24,7 +24,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PROBLEM_TYPE = "application/problem+json"
 TASK_FIELDS = {
     "taskId", "type", "priority", "state", "attempts", "maxAttempts", "lastError", "result",
-    "payload", "createdAt", "queuedAt", "startedAt", "finishedAt", "runAt", "review",
+    "payload", "createdAt", "queuedAt", "startedAt", "finishedAt", "runAt", "review", "client",
 }  # fmt: skip
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)")
 

@@ -17,6 +17,7 @@ from pytest_aiohttp import AiohttpClient
 from relayq.api.app import create_app
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import Clients
+from relayq.core.env import SettingsError
 from relayq.core.modules import load_registry
 from relayq.core.settings import Settings
 from tests.conftest import settings_env
@@ -44,6 +45,8 @@ ROUTES = [
     ("POST", "/v1/admin/dead-letters/retry"),
     ("POST", "/v1/admin/dead-letters/{taskId}/retry"),
     ("DELETE", "/v1/admin/dead-letters/{taskId}"),
+    ("GET", "/v1/admin/tasks"),
+    ("GET", "/v1/admin/tasks/{taskId}"),
     ("GET", "/v1/admin/review"),
     ("POST", "/v1/admin/tasks/{taskId}/release"),
     ("POST", "/v1/admin/tasks/{taskId}/cancel"),
@@ -382,3 +385,25 @@ async def test_operational_routes_need_no_credentials(api: Api) -> None:
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
         resp = await api.get(path)
         assert resp.status == 200, path
+
+
+@pytest.mark.parametrize("client", ["acme:eu", "-x", "caf\u00e9", "x" * 65])
+def test_a_keys_file_client_id_outside_the_charset_is_a_settings_error(
+    tmp_path: Path, client: str
+) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"{client}:{sha256('k')}\n")
+
+    with pytest.raises(SettingsError, match="client id"):
+        ApiSettings.from_env({"RELAYQ_API_KEYS_FILE": str(keys_file)})
+
+
+async def test_a_stored_key_with_an_invalid_client_id_is_refused(
+    api: Api, clients: Clients
+) -> None:
+    keys = clients.store.tasks.database["api_keys"]
+    await keys.insert_one({"_id": sha256("odd-key"), "client": "a:b"})
+
+    resp = await api.get("/v1/tasks", headers={"Authorization": "Bearer odd-key"})
+
+    await problem(resp, 401, "unauthorized")

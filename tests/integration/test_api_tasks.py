@@ -105,12 +105,15 @@ async def test_task_routes_need_a_client_key_not_the_admin_token(api: Api) -> No
 
 # -- listing ------------------------------------------------------------------------
 
+A = "client-a"  # CLIENT's id: a client lists only its own tasks
+
 
 async def test_listing_pages_newest_first_and_shows_each_task_once(
     api: Api, clients: Clients
 ) -> None:
     created = [
-        (await clients.service.submit(JobRequest("noop", {"i": i}))).task.id for i in range(7)
+        (await clients.service.submit(JobRequest("noop", {"i": i}, client=A))).task.id
+        for i in range(7)
     ]
 
     seen: list[str] = []
@@ -134,7 +137,7 @@ async def test_listing_pages_newest_first_and_shows_each_task_once(
 
 
 async def test_listing_defaults_to_50_per_page(api: Api, clients: Clients) -> None:
-    await clients.service.submit_many([JobRequest("noop", {"i": i}) for i in range(52)])
+    await clients.service.submit_many([JobRequest("noop", {"i": i}, client=A) for i in range(52)])
 
     first = await (await api.get("/v1/tasks", headers=CLIENT)).json()
     rest = await (
@@ -146,8 +149,8 @@ async def test_listing_defaults_to_50_per_page(api: Api, clients: Clients) -> No
 
 
 async def test_listing_filters_by_state_and_type(api: Api, clients: Clients) -> None:
-    noop = (await clients.service.submit(JobRequest("noop", {}))).task
-    sleep = (await clients.service.submit(JobRequest("sleep", {"seconds": 1}))).task
+    noop = (await clients.service.submit(JobRequest("noop", {}, client=A))).task
+    sleep = (await clients.service.submit(JobRequest("sleep", {"seconds": 1}, client=A))).task
     done = await clients.store.transition(noop.id, [TaskState.QUEUED], TaskState.COMPLETED)
     assert done is not None
 

@@ -25,6 +25,9 @@ DECLARED = {
     "state_id": ({"state": 1, "_id": -1}, False),
     "type_id": ({"type": 1, "_id": -1}, False),
     "priority_state": ({"priority": 1, "state": 1}, False),
+    "owner_id": ({"owner": 1, "_id": -1}, False),
+    "owner_state_id": ({"owner": 1, "state": 1, "_id": -1}, False),
+    "owner_type_id": ({"owner": 1, "type": 1, "_id": -1}, False),
 }
 
 
@@ -69,6 +72,12 @@ QUERIES: dict[str, tuple[dict[str, Any], list[tuple[str, int]] | None]] = {
         {"state": "failed", "_id": {"$lt": "t9"}}, [("_id", -1)],
     ),
     "listing by type": ({"type": "mail"}, [("_id", -1)]),
+    "a client's listing": ({"owner": "client-a"}, [("_id", -1)]),
+    "a client's listing, next page": (
+        {"owner": "client-a", "_id": {"$lt": "t9"}}, [("_id", -1)],
+    ),
+    "a client's listing by state": ({"owner": "client-a", "state": "queued"}, [("_id", -1)]),
+    "a client's listing by type": ({"owner": "client-a", "type": "mail"}, [("_id", -1)]),
     "counts per priority and state": ({"priority": "high", "state": "queued"}, None),
     "recovery: records not in Redis": (
         {"state": {"$in": ["pending", "queued", "retrying"]}}, [("_id", 1)],
@@ -84,7 +93,13 @@ async def test_relayq_query_is_served_by_an_index(store: TaskStore, name: str) -
     await apply_retention(store, RecoverySettings(retention_seconds=3600))
     await store.insert_many(
         [
-            NewTask(type=f"t{i % 5}", priority=Priority.HIGH, payload={"i": i}, max_attempts=1)
+            NewTask(
+                type=f"t{i % 5}",
+                priority=Priority.HIGH,
+                payload={"i": i},
+                max_attempts=1,
+                owner=f"client-{'abc'[i % 3]}",
+            )
             for i in range(200)
         ]
     )

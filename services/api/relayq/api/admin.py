@@ -43,6 +43,23 @@ async def _listing(request: web.Request, state: TaskState) -> web.Response:
     )
 
 
+async def all_tasks(request: web.Request) -> web.Response:
+    q = query(request, models.AdminTaskQuery)
+    page = await request.app[CLIENTS].service.list_tasks(
+        state=q.state, type_=q.type, limit=q.limit, cursor=q.cursor, owner=q.client
+    )
+    return web.json_response(
+        {"tasks": [t.to_public() for t in page.tasks], "nextCursor": page.next_cursor}
+    )
+
+
+async def any_task(request: web.Request) -> web.Response:
+    task = await request.app[CLIENTS].service.get(task_id(request))
+    if task is None:
+        raise Problem(404, "task-not-found", "no task with this id")
+    return web.json_response(await task_view(request, task))
+
+
 async def dead_letters(request: web.Request) -> web.Response:
     return await _listing(request, TaskState.FAILED)
 
@@ -155,6 +172,16 @@ OPERATIONS = [
         "DELETE", "/v1/admin/dead-letters/{taskId}", delete_dead_letter, "deleteDeadLetter",
         "Delete one dead letter", "admin",
         responses={204: Response("Deleted")}, problems=[BAD_ID, DEAD_404],
+        parameters=["TaskId"],
+    ),
+    Operation(
+        "GET", "/v1/admin/tasks", all_tasks, "listAllTasks",
+        "List every client's tasks (or one client's), newest first", "admin",
+        responses={200: PAGE}, problems=[(400, ["invalid-query"])], query=models.AdminTaskQuery,
+    ),
+    Operation(
+        "GET", "/v1/admin/tasks/{taskId}", any_task, "getAnyTask", "Any task's status", "admin",
+        responses={200: Response("The task", models.Task)}, problems=[BAD_ID, NOT_FOUND],
         parameters=["TaskId"],
     ),
     Operation(

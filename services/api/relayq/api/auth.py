@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from typing import Any
 
@@ -13,7 +14,10 @@ from pymongo.errors import PyMongoError
 
 from relayq.api.problems import Problem, unavailable
 from relayq.api.settings import ApiSettings, hash_key
+from relayq.core.owners import is_client_id
+from relayq.core.telemetry import log_event
 
+log = logging.getLogger("relayq.api")
 KEY_CACHE_SECONDS = 30.0
 
 
@@ -62,6 +66,10 @@ class KeyRing:
         client = None
         if doc is not None and not doc.get("disabled", False):
             client = str(doc.get("client") or digest[:12])
+            if not is_client_id(client):  # refused, not served under a mangled id
+                log_event(log, logging.ERROR, "api key with an invalid client id refused",
+                          key=digest[:12])  # fmt: skip
+                client = None
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (client, time.monotonic() + KEY_CACHE_SECONDS)

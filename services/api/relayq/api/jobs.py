@@ -33,7 +33,7 @@ async def submit_job(request: web.Request) -> web.Response:
         run_at=req.runAt,
         max_attempts=req.maxAttempts,
         idempotency_key=idempotency_key(request),
-        idempotency_scope=request[CLIENT],
+        client=request[CLIENT],
         trace=trace_of(request),
     )
     service = request.app[CLIENTS].service
@@ -58,7 +58,8 @@ async def submit_job(request: web.Request) -> web.Response:
 
 async def get_task(request: web.Request) -> web.Response:
     task = await request.app[CLIENTS].service.get(task_id(request))
-    if task is None:
+    # Another client's task is not found, rather than forbidden: no existence oracle.
+    if task is None or task.owner != request[CLIENT]:
         raise Problem(404, "task-not-found", "no task with this id")
     return web.json_response(await task_view(request, task))
 
@@ -74,7 +75,7 @@ async def task_view(request: web.Request, task: Task) -> dict[str, object]:
 async def list_tasks(request: web.Request) -> web.Response:
     q = query(request, models.TaskListQuery)
     page = await request.app[CLIENTS].service.list_tasks(
-        state=q.state, type_=q.type, limit=q.limit, cursor=q.cursor
+        state=q.state, type_=q.type, limit=q.limit, cursor=q.cursor, owner=request[CLIENT]
     )
     return web.json_response(
         {"tasks": [t.to_public() for t in page.tasks], "nextCursor": page.next_cursor}
@@ -100,7 +101,8 @@ OPERATIONS = [
         ),
     ),
     Operation(
-        "GET", "/v1/tasks", list_tasks, "listTasks", "List tasks, newest first", "client",
+        "GET", "/v1/tasks", list_tasks, "listTasks", "List the caller's tasks, newest first",
+        "client",
         responses={200: Response("One page, newest first", models.TaskPage)},
         problems=[(400, ["invalid-query"])],
         query=models.TaskListQuery,
@@ -108,6 +110,7 @@ OPERATIONS = [
     Operation(
         "GET", "/v1/tasks/{taskId}", get_task, "getTask", "A task's status", "client",
         responses={200: Response("The task", models.Task)},
+        description="Another client's task is 404, as a task that does not exist.",
         problems=[(400, ["invalid-task-id"]), (404, ["task-not-found"])],
         parameters=["TaskId"],
     ),

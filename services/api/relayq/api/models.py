@@ -16,6 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from relayq.core.ids import TASK_ID_PATTERN
 from relayq.core.jobs import JOB_TYPE_MAX_LENGTH, TaskState
+from relayq.core.owners import CLIENT_ID
 from relayq.core.priorities import Priority
 from relayq.core.service import MAX_DELAY_SECONDS
 from relayq.core.store import MAX_PAGE
@@ -136,6 +137,15 @@ class PageQuery(BaseModel):
     ] = None
 
 
+class AdminTaskQuery(TaskListQuery):
+    """GET /v1/admin/tasks: every client's tasks, or one client's."""
+
+    client: Annotated[
+        str | None,
+        Field(pattern=f"^{CLIENT_ID.pattern}$", description="Only this client's tasks."),
+    ] = None
+
+
 class TypeQuery(BaseModel):
     type: Annotated[
         str | None,
@@ -197,6 +207,10 @@ class Task(Answer):
     finishedAt: datetime | None
     runAt: Annotated[datetime | None, Field(description="Earliest start, if delayed.")]
     review: Annotated[Review | None, Field(description="Why it was parked, if it was.")]
+    client: Annotated[
+        str | None,
+        Field(description="The client it belongs to; null for relayq's own and operators' tasks."),
+    ]
 
 
 class TaskPage(Answer):

@@ -18,8 +18,8 @@ from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_sc
 from relayq.api.contract import Operation, Response
 from relayq.api.docspage import docs_page
 from relayq.api.problems import TITLES
+from relayq.core.owners import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_MAX_LENGTH
 from relayq.core.priorities import Priority
-from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH
 
 __all__ = ["docs_page", "openapi_document"]
 
@@ -98,6 +98,7 @@ def _parameters() -> dict[str, Any]:
                 "type": "string",
                 "minLength": 1,
                 "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+                "pattern": f"^{IDEMPOTENCY_KEY.pattern}$",
             },
             "description": (
                 "Scoped to the client: the same key with the same body returns the same task "

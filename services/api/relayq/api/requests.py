@@ -8,8 +8,8 @@ from aiohttp import web
 from relayq.api.keys import REQUEST_ID
 from relayq.api.problems import Problem
 from relayq.core.ids import is_task_id
+from relayq.core.owners import IDEMPOTENCY_KEY_MAX_LENGTH, is_idempotency_key
 from relayq.core.priorities import Priority
-from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH
 from relayq.core.tracing import current_traceparent
 
 TRACEPARENT_LENGTH = 55
@@ -34,13 +34,13 @@ def task_id(request: web.Request) -> str:
 
 
 def idempotency_key(request: web.Request) -> str | None:
-    """The Idempotency-Key header, or None; 422 when it is empty or too long."""
+    """The Idempotency-Key header, or None; 422 unless it is 1 to 255 printable ASCII."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+    if key is not None and not is_idempotency_key(key):
         raise Problem(
             422,
             "invalid-payload",
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters",
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters",
             field="Idempotency-Key",
         )
     return key

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relayq.core.env import SettingsError, integer
+from relayq.core.owners import is_client_id
 
 
 def hash_key(key: str) -> str:
@@ -72,10 +73,15 @@ def read_keys_file(path: Path) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         client, sep, digest = line.rpartition(":")
-        digest = digest.strip().lower()
+        digest, client = digest.strip().lower(), client.strip()
         if not sep or not client or len(digest) != 64 or not _is_hex(digest):
             raise SettingsError(f"{path}:{number}: expected client-id:sha256hex")
-        keys[digest] = client.strip()
+        if not is_client_id(client):
+            raise SettingsError(
+                f"{path}:{number}: client id {client!r}: letters, digits, '.', '_', '@', '-', "
+                "starting with a letter or digit, at most 64"
+            )
+        keys[digest] = client
     return keys
 
 

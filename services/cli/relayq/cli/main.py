@@ -114,6 +114,11 @@ async def _promote(c: Clients, args: argparse.Namespace) -> Any:
     return {"taskId": task.id, "state": task.state.value, "moved": moved}
 
 
+async def _migrate_owners(c: Clients, args: argparse.Namespace) -> Any:
+    owned, ownerless = await c.store.backfill_owners()
+    return {"owned": owned, "ownerless": ownerless}
+
+
 Command = Callable[[Clients, argparse.Namespace], Awaitable[Any]]
 
 
@@ -172,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     promote = sub.add_parser("promote", help="run a delayed task now")
     promote.add_argument("task_id")
     promote.set_defaults(run=_promote)
+
+    sub.add_parser(
+        "migrate-owners",
+        help="record the owning client of tasks written before owners were (run once on upgrade)",
+    ).set_defaults(run=_migrate_owners)
     return parser
 
 

@@ -154,6 +154,8 @@ class Task:
     trace: dict[str, str] = field(default_factory=dict)
     # Why the task was parked (needs_review): {"reason", "details", "parkedAt"}.
     review: dict[str, Any] | None = None
+    # The API client it belongs to; None for relayq's own and operators' tasks.
+    owner: str | None = None
 
     def to_public(self) -> dict[str, Any]:
         """A JSON-ready view for the CLI and the API."""
@@ -177,6 +179,7 @@ class Task:
             "finishedAt": ts(self.finished_at),
             "runAt": ts(self.run_at),
             "review": self.review,
+            "client": self.owner,
         }
 
 

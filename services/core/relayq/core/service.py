@@ -22,6 +22,13 @@ from relayq.core.jobs import (
     TaskState,
 )
 from relayq.core.lifecycle import CANCELLABLE, Lifecycle
+from relayq.core.owners import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    is_client_id,
+    is_idempotency_key,
+    legacy_key,
+    scoped_key,
+)
 from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue, QueueStats
 from relayq.core.settings import Settings
@@ -31,7 +38,6 @@ from relayq.core.telemetry import ENQUEUED, log_event
 log = logging.getLogger("relayq.service")
 
 MAX_DELAY_SECONDS = 30 * 24 * 3600
-IDEMPOTENCY_KEY_MAX_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,9 @@ class JobRequest:
         run_at: run no sooner than this time (UTC).
         max_attempts: None for the type's or the class's default.
         idempotency_key: a replay with the same key returns the same task.
-        idempotency_scope: whose keys these are (an API client); keys of two
-            scopes never collide.
+        client: the API client that owns the task: only it (and administrators)
+            can read it, and its idempotency keys never collide with another's.
+            None for tasks relayq or an operator creates.
         trace: request id and trace context to carry into the job.
     """
 
@@ -58,7 +65,7 @@ class JobRequest:
     run_at: datetime | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
-    idempotency_scope: str | None = None
+    client: str | None = None
     trace: Mapping[str, str] | None = None
 
 
@@ -116,13 +123,16 @@ class JobService:
         if not 1 <= max_attempts <= 100:
             raise InvalidPayload("maxAttempts must be between 1 and 100", field="maxAttempts")
         key = request.idempotency_key
-        if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        if key is not None and not is_idempotency_key(key):
             raise InvalidPayload(
-                f"idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters",
+                f"idempotency key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII "
+                "characters",
                 field="idempotencyKey",
             )
-        if key is not None and request.idempotency_scope is not None:
-            key = f"{request.idempotency_scope}:{key}"
+        if request.client is not None and not is_client_id(request.client):
+            raise InvalidPayload(f"invalid client id {request.client!r}", field="client")
+        if key is not None:
+            key = scoped_key(request.client, key)
         if request.delay_seconds is not None and request.run_at is not None:
             raise InvalidPayload("give delaySeconds or runAt, not both", field="delaySeconds")
         run_at = request.run_at
@@ -145,6 +155,7 @@ class JobService:
             idempotency_key=key,
             run_at=run_at,
             trace=request.trace,
+            owner=request.client,
         )
 
     async def replay_of(self, request: JobRequest) -> Task | None:
@@ -167,8 +178,25 @@ class JobService:
         producer never does, so its handler must check the precondition too.
         """
         new = replace(self._prepare(request), held=True, task_id=task_id)
+        legacy = await self._legacy_replay(request, new)
+        if legacy is not None:
+            return Submitted(legacy, False)
         task, created = await self.store.insert(new)
         return Submitted(task, created)
+
+    async def _legacy_replay(self, request: JobRequest, new: NewTask) -> Task | None:
+        """A task a key without a client created before keys were scoped (stored bare)."""
+        if request.idempotency_key is None:
+            return None
+        bare = legacy_key(request.client, request.idempotency_key)
+        if bare is None:
+            return None
+        task = await self.store.get_by_idempotency_key(bare)
+        if task is not None and task.payload_hash != payload_hash(
+            new.type, new.priority, new.payload
+        ):
+            raise IdempotencyConflict(task)
+        return task
 
     async def submit(self, request: JobRequest) -> Submitted:
         """Validate, write the record, then dispatch. Redis down leaves the task `pending`."""
@@ -176,6 +204,10 @@ class JobService:
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         news = [self._prepare(r) for r in requests]
+        if any(r.client is None and r.idempotency_key is not None for r in requests):
+            legacy = [await self._legacy_replay(r, n) for r, n in zip(requests, news, strict=True)]
+            if any(legacy):
+                return await self._submit_around(requests, news, legacy)
         inserted = await self.store.insert_many(news)
         fresh = [task for task, created in inserted if created]
         undispatched = await self.dispatch(fresh)
@@ -183,6 +215,14 @@ class JobService:
             Submitted(undispatched.get(task.id, task) if created else task, created)
             for task, created in inserted
         ]
+
+    async def _submit_around(
+        self, requests: Sequence[JobRequest], news: Sequence[NewTask], legacy: list[Task | None]
+    ) -> list[Submitted]:
+        """Submit the requests no bare legacy key already answered."""
+        rest = [r for r, old in zip(requests, legacy, strict=True) if old is None]
+        fresh = iter(await self.submit_many(rest) if rest else [])
+        return [Submitted(old, False) if old is not None else next(fresh) for old in legacy]
 
     async def dispatch(self, tasks: Sequence[Task]) -> dict[str, Task]:
         """Put `queued` tasks on Redis; those it cannot go back to `pending`.

@@ -22,6 +22,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from relayq.core.ids import new_task_id
 from relayq.core.jobs import FINISHED_STATES, InvalidPayload, Task, TaskState
+from relayq.core.owners import owner_of_scoped_key
 from relayq.core.priorities import Priority
 
 MAX_PAGE = 500
@@ -66,6 +67,8 @@ class NewTask:
     # (or by recovery); its id may be chosen by the producer to key other records.
     held: bool = False
     task_id: str | None = None
+    # The API client it belongs to (relayq.core.owners); None: relayq's or an operator's.
+    owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,16 @@ class TaskStore:
         await self.tasks.create_index([("type", ASCENDING), ("_id", DESCENDING)], name="type_id")
         await self.tasks.create_index(
             [("priority", ASCENDING), ("state", ASCENDING)], name="priority_state"
+        )
+        # A client's listings: all its tasks, or those in one state or of one type.
+        await self.tasks.create_index([("owner", ASCENDING), ("_id", DESCENDING)], name="owner_id")
+        await self.tasks.create_index(
+            [("owner", ASCENDING), ("state", ASCENDING), ("_id", DESCENDING)],
+            name="owner_state_id",
+        )
+        await self.tasks.create_index(
+            [("owner", ASCENDING), ("type", ASCENDING), ("_id", DESCENDING)],
+            name="owner_type_id",
         )
 
     async def ping(self) -> None:
@@ -243,6 +256,39 @@ class TaskStore:
                 break
         return deleted
 
+    async def backfill_owners(self, batch: int = DELETE_BATCH) -> tuple[int, int]:
+        """Give tasks written before owners were recorded their owner, once.
+
+        A task's owner is the client its idempotency key was scoped by (the
+        `<client>:` prefix); a task without a client key gets `owner: null`
+        (administrators only). Returns (owned, ownerless). A one-off migration
+        (`relayq migrate-owners`): it reads the tasks that lack the field, which
+        no index serves, and is safe to run again or to interrupt.
+        """
+        owned = ownerless = 0
+        while True:
+            docs = await with_transient_retry(
+                lambda: (
+                    self.tasks.find(
+                        {"owner": {"$exists": False}}, {"idem": 1, "idempotency_key": 1}
+                    )
+                    .limit(batch)
+                    .to_list()
+                )
+            )
+            if not docs:
+                return owned, ownerless
+            for doc in docs:
+                key = doc.get("idempotency_key")
+                owner = owner_of_scoped_key(str(doc.get("idem", ""))) if key else None
+                await self.tasks.update_one(
+                    {"_id": doc["_id"], "owner": {"$exists": False}}, {"$set": {"owner": owner}}
+                )
+                if owner is None:
+                    ownerless += 1
+                else:
+                    owned += 1
+
     async def delete(self, task_id: str, states: Sequence[TaskState]) -> bool:
         result = await self.tasks.delete_one(
             {"_id": task_id, "state": {"$in": [s.value for s in states]}}
@@ -267,10 +313,16 @@ class TaskStore:
         priority: Priority | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        owner: str | None = None,
     ) -> Page:
-        """Tasks newest first; `cursor` is the last id of the previous page."""
+        """Tasks newest first; `cursor` is the last id of the previous page.
+
+        `owner` keeps one client's tasks only (relayq.core.owners).
+        """
         limit = max(1, min(limit, MAX_PAGE))
         query: dict[str, Any] = {}
+        if owner is not None:
+            query["owner"] = owner
         if state is not None:
             query["state"] = state.value
         if type_ is not None:
@@ -327,6 +379,7 @@ def _new_doc(new: NewTask) -> dict[str, Any]:
         "result": None,
         "worker": None,
         "trace": dict(new.trace or {}),
+        "owner": new.owner,
     }
 
 
@@ -353,6 +406,7 @@ def _task(doc: Mapping[str, Any]) -> Task:
         worker=doc.get("worker"),
         trace=dict(doc.get("trace") or {}),
         review=doc.get("review"),
+        owner=doc.get("owner"),
     )
 
 

@@ -62,7 +62,7 @@ class BuyRequest:
     lamports: int
     basket_id: str
     idempotency_key: str
-    idempotency_scope: str | None = None
+    client: str | None = None
     trace: Mapping[str, str] | None = None
 
 
@@ -89,7 +89,7 @@ def job_request(req: BuyRequest) -> JobRequest:
         payload={"wallet": req.wallet, "bundleId": req.basket_id, "lamports": req.lamports},
         priority=Priority.HIGH,
         idempotency_key=req.idempotency_key,
-        idempotency_scope=req.idempotency_scope,
+        client=req.client,
         trace=req.trace,
     )
 

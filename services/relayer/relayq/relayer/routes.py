@@ -15,9 +15,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, With
 from relayq.api.contract import Operation, Response, body
 from relayq.api.keys import CLIENT, PROCESS
 from relayq.api.problems import Problem, unavailable
-from relayq.api.requests import trace_of
+from relayq.api.requests import idempotency_key, trace_of
 from relayq.core.jobs import InvalidPayload, Task
-from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH
 from relayq.core.store import IdempotencyConflict
 from relayq.relayer.buy import BuyRequest, UnknownBasket, buy
 from relayq.relayer.chain.errors import ChainError, ChainUnavailable
@@ -108,7 +107,7 @@ class BundleList(BaseModel):
 
 
 def _buy_request(request: web.Request, req: PurchaseRequest) -> BuyRequest:
-    key = request.headers.get("Idempotency-Key")
+    key = idempotency_key(request)
     if key is None:
         raise Problem(
             428,
@@ -116,19 +115,12 @@ def _buy_request(request: web.Request, req: PurchaseRequest) -> BuyRequest:
             "a purchase needs an Idempotency-Key header, so a retried request never buys twice",
             field="Idempotency-Key",
         )
-    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
-        raise Problem(
-            422,
-            "invalid-payload",
-            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters",
-            field="Idempotency-Key",
-        )
     return BuyRequest(
         wallet=req.wallet,
         lamports=req.solAmount,
         basket_id=req.bundleId,
         idempotency_key=key,
-        idempotency_scope=request[CLIENT],
+        client=request[CLIENT],
         trace=trace_of(request),
     )
 
