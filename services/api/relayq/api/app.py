@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -52,8 +53,13 @@ def create_app(
     async def clients_ctx(app: web.Application) -> AsyncIterator[None]:
         # The app starts without MongoDB (requests then get 503) and creates
         # its indexes once MongoDB answers.
+        bounded = replace(
+            settings,
+            mongo_timeout_seconds=api.mongo_timeout_seconds,
+            redis_timeout_seconds=api.redis_timeout_seconds,
+        )
         async with open_clients(
-            settings, ensure_indexes=False, mongo_timeout_seconds=api.mongo_timeout_seconds
+            bounded, ensure_indexes=False, mongo_timeout_seconds=api.mongo_timeout_seconds
         ) as clients:
             app[CLIENTS] = clients
             app[QUEUE] = clients.queue

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from relayq.core.env import SettingsError, integer
+from relayq.core.env import SettingsError, integer, number
 from relayq.core.owners import is_client_id
 
 
@@ -29,7 +29,11 @@ class ApiSettings:
             `RELAYQ_ADMIN_TOKEN_FILE`); None disables the admin routes (403).
         rate_limit_per_s: requests per second per client key (`RELAYQ_API_RATE_LIMIT`).
         shutdown_seconds: SIGTERM waits this long for requests (`RELAYQ_API_SHUTDOWN_SECONDS`).
-        mongo_timeout_seconds: how long a request waits for MongoDB before 503.
+        mongo_timeout_seconds: how long a request waits for MongoDB before 503
+            (`RELAYQ_API_MONGO_TIMEOUT_SECONDS`).
+        redis_timeout_seconds: how long a request waits on a Redis connection
+            (`RELAYQ_API_REDIS_TIMEOUT_SECONDS`); then 503, or a submission is
+            recorded `pending`.
         max_body_bytes: larger bodies get 413.
     """
 
@@ -40,6 +44,7 @@ class ApiSettings:
     rate_limit_per_s: int = 200
     shutdown_seconds: float = 10.0
     mongo_timeout_seconds: float = 2.0
+    redis_timeout_seconds: float = 2.0
     max_body_bytes: int = 512 * 1024
 
     @classmethod
@@ -59,6 +64,12 @@ class ApiSettings:
             api_keys=keys,
             admin_token=admin,
             rate_limit_per_s=integer(env, "RELAYQ_API_RATE_LIMIT", cls.rate_limit_per_s, 1, 10**6),
+            mongo_timeout_seconds=number(
+                env, "RELAYQ_API_MONGO_TIMEOUT_SECONDS", cls.mongo_timeout_seconds, 0.1
+            ),
+            redis_timeout_seconds=number(
+                env, "RELAYQ_API_REDIS_TIMEOUT_SECONDS", cls.redis_timeout_seconds, 0.1
+            ),
             shutdown_seconds=float(
                 integer(env, "RELAYQ_API_SHUTDOWN_SECONDS", int(cls.shutdown_seconds), 0, 3600)
             ),
@@ -68,17 +79,17 @@ class ApiSettings:
 def read_keys_file(path: Path) -> dict[str, str]:
     """`client-id:sha256hex` per line; blank lines and `#` comments are skipped."""
     keys: dict[str, str] = {}
-    for number, line in enumerate(_read(path).splitlines(), 1):
+    for line_no, line in enumerate(_read(path).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         client, sep, digest = line.rpartition(":")
         digest, client = digest.strip().lower(), client.strip()
         if not sep or not client or len(digest) != 64 or not _is_hex(digest):
-            raise SettingsError(f"{path}:{number}: expected client-id:sha256hex")
+            raise SettingsError(f"{path}:{line_no}: expected client-id:sha256hex")
         if not is_client_id(client):
             raise SettingsError(
-                f"{path}:{number}: client id {client!r}: letters, digits, '.', '_', '@', '-', "
+                f"{path}:{line_no}: client id {client!r}: letters, digits, '.', '_', '@', '-', "
                 "starting with a letter or digit, at most 64"
             )
         keys[digest] = client

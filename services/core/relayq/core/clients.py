@@ -32,6 +32,11 @@ SENTINEL_RETRIES = 5
 # plain URLs as through Sentinel. The worker's blocking reads last at most a
 # second or two, well under it.
 SOCKET_TIMEOUT_SECONDS = 10.0
+PLAIN_RETRIES = 3
+# No `health_check_interval`: its PING runs inside the command's retry and again
+# inside each reconnection's, so on a server that accepts and never answers the
+# socket timeout was multiplied past 40 s (tests/integration/test_hung_servers.py);
+# a dead connection is found on use anyway and retried.
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,7 @@ def connect_redis(
         decode_responses=True,
         socket_connect_timeout=min(5.0, socket_timeout),
         socket_timeout=socket_timeout,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=3),
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=PLAIN_RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         password=password,  # a password in the URL takes precedence
     )
@@ -119,7 +123,6 @@ def connect_sentinel_master(
         decode_responses=True,
         socket_connect_timeout=min(2.0, socket_timeout),
         socket_timeout=socket_timeout,
-        health_check_interval=15,
         retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), retries=SENTINEL_RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
@@ -128,7 +131,7 @@ def connect_sentinel_master(
 
 def redis_for(settings: Settings) -> Redis:
     """Redis for dispatch: through Sentinel when sentinels are set, else at the URL."""
-    return connect(RedisTarget.of(settings))
+    return connect(RedisTarget.of(settings), settings.redis_timeout_seconds)
 
 
 def redis_database(url: str) -> int:
@@ -153,7 +156,9 @@ async def open_clients(
     settings: Settings, *, ensure_indexes: bool = True, mongo_timeout_seconds: float = 5.0
 ) -> AsyncIterator[Clients]:
     redis = redis_for(settings)
-    mongo = connect_mongo(settings.mongo_url, mongo_timeout_seconds)
+    mongo = connect_mongo(
+        settings.mongo_url, mongo_timeout_seconds, operation_seconds=settings.mongo_timeout_seconds
+    )
     try:
         queue = Queue(redis, Keys(settings.key_prefix))
         store = TaskStore(mongo, settings.mongo_database)

@@ -5,6 +5,7 @@ The CLI and the API gateway both call these; handlers stay thin.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -238,33 +239,43 @@ class JobService:
             ready = [t for t in group if t.run_at is None or t.run_at <= at]
             later = [t for t in group if t.run_at is not None and t.run_at > at]
             try:
-                await self.queue.ensure_group(priority)
-                if ready:
-                    await self.queue.enqueue_many(priority, [Message(t.id, t.type) for t in ready])
-                if later:
-                    await self.queue.schedule(
-                        priority,
-                        [
-                            (Message(t.id, t.type), (t.run_at - at).total_seconds())
-                            for t in later
-                            if t.run_at is not None
-                        ],
-                    )
-            except (RedisError, OSError) as exc:
+                # One bound for the whole step: redis-py's retries would otherwise
+                # multiply the socket timeout on a server that accepts and never answers.
+                async with asyncio.timeout(self.settings.redis_timeout_seconds):
+                    await self._put(priority, ready, later, at)
+            except (RedisError, OSError, TimeoutError) as exc:
                 log_event(
                     log,
                     logging.WARNING,
                     "dispatch deferred: Redis unreachable",
                     priority=priority.value,
                     tasks=len(group),
-                    error=str(exc),
+                    error=str(exc) or type(exc).__name__,
                 )
+                # A job whose write reached Redis before the bound is claimable in
+                # `pending` too; recovery's second copy meets the start guard.
                 for t in group:
                     left[t.id] = await self.lifecycle.hold(t) or t
                 continue
             for t in group:
                 ENQUEUED.labels(priority=priority.value, type=t.type).inc()
         return left
+
+    async def _put(
+        self, priority: Priority, ready: Sequence[Task], later: Sequence[Task], at: datetime
+    ) -> None:
+        await self.queue.ensure_group(priority)
+        if ready:
+            await self.queue.enqueue_many(priority, [Message(t.id, t.type) for t in ready])
+        if later:
+            await self.queue.schedule(
+                priority,
+                [
+                    (Message(t.id, t.type), (t.run_at - at).total_seconds())
+                    for t in later
+                    if t.run_at is not None
+                ],
+            )
 
     async def dispatch_pending(self, tasks: Sequence[Task]) -> dict[str, Task]:
         """pending -> queued, then dispatch; returns the tasks still pending."""

@@ -30,6 +30,10 @@ class Settings:
         key_prefix: first part of every Redis key (`RELAYQ_KEY_PREFIX`).
         mongo_url: MongoDB holding task records (`RELAYQ_MONGO_URL`).
         mongo_database: database name (`RELAYQ_MONGO_DATABASE`).
+        mongo_timeout_seconds: the bound of every MongoDB operation, retries included
+            (`RELAYQ_MONGO_TIMEOUT_SECONDS`); index builds get longer.
+        redis_timeout_seconds: the bound of every Redis read or write on a connection
+            (`RELAYQ_REDIS_TIMEOUT_SECONDS`); a lost peer is noticed after it.
         lease_seconds: a claim idle this long is taken back (`RELAYQ_LEASE_SECONDS`).
         max_deliveries: deliveries after which a job is poison (`RELAYQ_MAX_DELIVERIES`).
         drain_seconds: SIGTERM waits this long for in-flight jobs (`RELAYQ_DRAIN_SECONDS`).
@@ -48,6 +52,8 @@ class Settings:
     key_prefix: str = "relayq"
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_database: str = "relayq"
+    mongo_timeout_seconds: float = 10.0
+    redis_timeout_seconds: float = 10.0
     lease_seconds: float = 30.0
     max_deliveries: int = 5
     drain_seconds: float = 25.0
@@ -77,6 +83,12 @@ class Settings:
             key_prefix=env.get("RELAYQ_KEY_PREFIX", defaults.key_prefix),
             mongo_url=env.get("RELAYQ_MONGO_URL", defaults.mongo_url),
             mongo_database=env.get("RELAYQ_MONGO_DATABASE", defaults.mongo_database),
+            mongo_timeout_seconds=number(
+                env, "RELAYQ_MONGO_TIMEOUT_SECONDS", defaults.mongo_timeout_seconds, 0.1
+            ),
+            redis_timeout_seconds=number(
+                env, "RELAYQ_REDIS_TIMEOUT_SECONDS", defaults.redis_timeout_seconds, 0.1
+            ),
             lease_seconds=number(env, "RELAYQ_LEASE_SECONDS", defaults.lease_seconds, 0.5),
             max_deliveries=int(number(env, "RELAYQ_MAX_DELIVERIES", defaults.max_deliveries, 1)),
             drain_seconds=number(env, "RELAYQ_DRAIN_SECONDS", defaults.drain_seconds, 0),

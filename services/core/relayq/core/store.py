@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pymongo
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
@@ -26,6 +27,8 @@ from relayq.core.owners import owner_of_scoped_key
 from relayq.core.priorities import Priority
 
 MAX_PAGE = 500
+# Index builds may outlast the per-operation bound (relayq.core.settings).
+INDEX_BUILD_SECONDS = 3600.0
 DELETE_BATCH = 500
 FINISHED = [s.value for s in FINISHED_STATES]
 # Codes of a server refusing a document's contents: BadValue, Overflow (nested
@@ -106,15 +109,20 @@ def payload_hash(type_: str, priority: Priority, payload: Mapping[str, Any]) -> 
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def connect_mongo(url: str, timeout_seconds: float = 5.0) -> AsyncMongoClient[dict[str, Any]]:
-    """An async client with durable writes (WRITE_CONCERN) and a short server-selection bound."""
+def connect_mongo(
+    url: str, timeout_seconds: float = 5.0, *, operation_seconds: float = 10.0
+) -> AsyncMongoClient[dict[str, Any]]:
+    """An async client with durable writes (WRITE_CONCERN), a short server-selection
+    bound, and every operation bounded by `operation_seconds` (PyMongo's timeoutMS:
+    a server that accepts and never answers raises a PyMongoError, never hangs)."""
     return AsyncMongoClient(
         url,
         tz_aware=True,
         w="majority",
         journal=True,
-        serverSelectionTimeoutMS=int(timeout_seconds * 1000),
+        serverSelectionTimeoutMS=int(min(timeout_seconds, operation_seconds) * 1000),
         connectTimeoutMS=int(timeout_seconds * 1000),
+        timeoutMS=int(operation_seconds * 1000),
         appname="relayq",
     )
 
@@ -129,6 +137,10 @@ class TaskStore:
         )
 
     async def ensure_indexes(self) -> None:
+        with pymongo.timeout(INDEX_BUILD_SECONDS):  # a build on a large collection takes long
+            await self._ensure_indexes()
+
+    async def _ensure_indexes(self) -> None:
         # Every task has an `idem` (the client's key, or its own id), so a plain
         # unique index works where partial indexes are not supported.
         await self.tasks.create_index([("idem", ASCENDING)], unique=True, name="idem_unique")
