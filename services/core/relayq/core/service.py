@@ -192,7 +192,9 @@ class JobService:
             later = [t for t in group if t.run_at is not None and t.run_at > at]
             try:
                 await self.queue.ensure_group(priority)
-                if ready:
+                if len(ready) == 1:  # auto-pipelined with concurrent submissions
+                    await self.queue.enqueue(priority, Message(ready[0].id, ready[0].type))
+                elif ready:
                     await self.queue.enqueue_many(priority, [Message(t.id, t.type) for t in ready])
                 if later:
                     await self.queue.schedule(
