@@ -164,8 +164,16 @@ class JobService:
         return Submitted(task, created)
 
     async def submit(self, request: JobRequest) -> Submitted:
-        """Validate, write the record, then dispatch. Redis down leaves the task `pending`."""
-        return (await self.submit_many([request]))[0]
+        """Validate, write the record, then dispatch. Redis down leaves the task `pending`.
+
+        Concurrent submissions share their store commit and their Redis round
+        trip (TaskStore.insert, Queue.enqueue); each answer waits for its own
+        record to be durable.
+        """
+        task, created = await self.store.insert(self._prepare(request))
+        if created:
+            task = (await self.dispatch([task])).get(task.id, task)
+        return Submitted(task, created)
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         news = [self._prepare(r) for r in requests]

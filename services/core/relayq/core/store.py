@@ -390,7 +390,10 @@ class TaskStore:
             },
             "$inc": {"version": 1, **first.inc_fields},
         }
-        result = await with_transient_retry(lambda: self.tasks.update_many(query, update))
+        # By _id: a planner choosing the state index scans every task in that state.
+        result = await with_transient_retry(
+            lambda: self.tasks.update_many(query, update, hint=[("_id", ASCENDING)])
+        )
         held = [c.task for c in changes]
         if result.matched_count == len(changes) and all(t is not None for t in held):
             return [_changed(t, first) for t in held if t is not None]
