@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import secrets
 import statistics
 import subprocess
@@ -57,6 +58,7 @@ async def _step(url: str, key: str, rate: int, seconds: float) -> dict[str, floa
                 return
             latencies.append((time.perf_counter() - sent) * 1000)
 
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         tasks = []
         for i in range(total):
@@ -66,6 +68,8 @@ async def _step(url: str, key: str, rate: int, seconds: float) -> dict[str, floa
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
     return {
         "rate_per_s": float(rate),
         "achieved_per_s": len(latencies) / elapsed,
@@ -73,6 +77,8 @@ async def _step(url: str, key: str, rate: int, seconds: float) -> dict[str, floa
         "p99_ms": _percentile(latencies, 0.99),
         "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
         "errors": float(errors),
+        # Of one core: the generator shares the machine's cores with the gateway.
+        "load_generator_cpu_share": cpu / elapsed,
     }
 
 

@@ -33,6 +33,7 @@ import redis
 from bench import relayq_bench
 from bench.api_bench import measure_api
 from bench.competitors import arq_bench, bullmq_bench, common, saq_bench, taskiq_bench
+from bench.e2e_bench import measure_e2e
 from relayq.dev.servers import LocalServer, mongo_server, redis_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +97,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="POST /v1/jobs request rates to offer, comma-separated ('' for none)",
     )
     parser.add_argument("--api-seconds", type=float, default=5.0, help="seconds per API rate")
+    parser.add_argument(
+        "--e2e-jobs",
+        type=int,
+        default=10000,
+        help="jobs POSTed to a running localstack until completed (0 for none)",
+    )
     parser.add_argument(
         "--autoscale-rounds",
         type=int,
@@ -181,6 +188,13 @@ def ratio(relayq: Result | None, other: Result | None) -> float | None:
     if not relayq or not other or "process_per_s" not in relayq or "process_per_s" not in other:
         return None
     return float(relayq["process_per_s"]) / float(other["process_per_s"])
+
+
+def _enqueue_ratio(results: dict[str, Result]) -> float | None:
+    relayq, bullmq = results.get("relayq"), results.get("bullmq")
+    if not relayq or not bullmq:
+        return None
+    return float(relayq["enqueue_per_s"]) / float(bullmq["enqueue_per_s"])
 
 
 def table(engines: list[Engine], results: dict[str, Result]) -> str:
@@ -358,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
                         args.api_seconds,
                         Path(tmp),
                     )
+            e2e: dict[str, Any] = {}
+            if args.e2e_jobs > 0:
+                log(f"e2e: {args.e2e_jobs} jobs over HTTP to relayq-dev localstack")
+                e2e = measure_e2e(args.e2e_jobs, 100, args.concurrency, Path(tmp))
             autoscale: Result = {}
             if args.autoscale_rounds > 0:
                 flush(redis_srv.port)
@@ -375,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
             f"api  offered {step['rate_per_s']:>6.0f}/s  achieved {step['achieved_per_s']:>7.1f}/s"
             f"  p50 {step['p50_ms']:7.1f} ms  p99 {step['p99_ms']:7.1f} ms"
             f"  errors {step['errors']:.0f}"
+        )
+    if e2e:
+        print(
+            f"e2e  {e2e['jobs']} jobs  {e2e['per_s']:.0f}/s end to end"
+            f"  p99 queue wait {e2e['p99_wait_ms']:.1f} ms"
         )
     if "to_patch_s" in autoscale:
         keda = autoscale["keda_defaults_on_paper_s"]
@@ -394,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {
             "relayq_vs_saq_process": ratio(results.get("relayq"), results.get("saq")),
             "relayq_vs_bullmq_process": ratio(results.get("relayq"), results.get("bullmq")),
+            "relayq_store_vs_bullmq_process": ratio(
+                results.get("relayq_store"), results.get("bullmq")
+            ),
+            "relayq_vs_bullmq_enqueue": _enqueue_ratio(results),
         },
         "params": {
             "jobs": args.jobs,
@@ -403,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions(),
         },
         "api": _api_summary(api_steps),
+        "e2e": e2e,
         "autoscale": autoscale,
         "machine": machine_info,
     }

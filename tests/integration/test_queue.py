@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import astuple
@@ -516,3 +517,30 @@ async def test_purge_deletes_a_prioritys_keys(queue: Queue) -> None:
     await queue.pause(P)
     await queue.purge(P)
     assert await queue.redis.exists(*astuple(queue.keys.of(P))) == 0
+
+
+async def test_enqueues_made_together_share_one_pipeline_and_keep_their_order(
+    clients: Clients,
+) -> None:
+    queue = clients.queue
+    await queue.ensure_group(Priority.LOW)
+    before = queue._xadds.batches
+    ids = await asyncio.gather(
+        *(queue.enqueue(Priority.LOW, Message(f"{i:032x}", "noop")) for i in range(50))
+    )
+    assert queue._xadds.batches - before == 1
+    assert ids == sorted(ids, key=lambda e: tuple(int(p) for p in e.split("-")))
+    entries = await queue.redis.xrange(queue.keys.of(Priority.LOW).stream)
+    assert [e[1]["t"] for e in entries] == [f"{i:032x}" for i in range(50)]
+
+
+async def test_an_enqueue_refused_by_redis_fails_alone(clients: Clients) -> None:
+    queue = clients.queue
+    await queue.redis.set(queue.keys.of(Priority.BATCH).stream, "not a stream")
+    results = await asyncio.gather(
+        queue.enqueue(Priority.BATCH, Message("0" * 32, "noop")),
+        queue.enqueue(Priority.LOW, Message("1" * 32, "noop")),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Exception) and "WRONGTYPE" in str(results[0])
+    assert isinstance(results[1], str)

@@ -260,3 +260,26 @@ async def test_give_back_returns_a_running_task_without_counting_the_attempt(
         await run_task
     assert names(life)[:2] == ["start", "hand_back"]
     assert await ex.give_back(delivery("hang")) is False  # nothing of it runs any more
+
+
+async def test_the_queue_wait_is_measured_to_the_records_start_not_to_the_writes_return() -> None:
+    from relayq.core.telemetry import QUEUE_WAIT_SECONDS
+
+    # Ready at 1 s after the epoch (entry id "1000-0"); the record says it started 2.5 s later.
+    started_at = datetime.fromtimestamp(3.5, UTC)
+    life = RecordingLifecycle(replace(task("ok"), started_at=started_at))
+    hist = QUEUE_WAIT_SECONDS.labels(priority="high", type="ok")
+    before = hist._sum.get()  # type: ignore[attr-defined]
+    ready = Delivery(Priority.HIGH, "1000-0", Message(TASK_ID, "ok"))
+    assert await executor(life).execute(ready, "w-1") == Ack()
+    assert hist._sum.get() - before == pytest.approx(2.5)  # type: ignore[attr-defined]
+
+
+async def test_a_completion_the_batch_loses_is_dropped_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="relayq.worker")
+    outcome, life = await run("ok", lose={"complete"})
+    assert outcome == Ack() and names(life) == ["start", "complete"]
+    superseded = [r for r in caplog.records if "superseded" in r.getMessage()]
+    assert len(superseded) == 1

@@ -161,7 +161,12 @@ async def open_clients(
     )
     try:
         queue = Queue(redis, Keys(settings.key_prefix))
-        store = TaskStore(mongo, settings.mongo_database)
+        store = TaskStore(
+            mongo,
+            settings.mongo_database,
+            batch_max=settings.store_batch_max,
+            batch_window_seconds=settings.store_batch_window_ms / 1000,
+        )
         if ensure_indexes:
             await store.ensure_indexes()
         registry = load_registry(settings.job_modules)

@@ -8,6 +8,11 @@ expected state, and on the version where the caller holds one. Every method
 returns the updated task, or None when the guard did not match: another writer
 got there first, and the caller must not act on the task.
 
+A worker's `start` and `complete` calls that arrive together (the jobs of one
+claim, the runs that finish in one turn of the event loop) are written as one
+batch (`TaskStore.transition_many`), stamped with one time: each caller still
+gets its own guarded answer, and each metric and log line stays its own.
+
 Nothing outside relayq.core writes task fields: a test walks the source of the
 other members for calls of `transition` and for raw collection writes.
 """
@@ -15,13 +20,14 @@ other members for calls of `transition` and for raw collection writes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from relayq.core.batching import Batcher
 from relayq.core.jobs import CLAIMABLE_STATES, Task, TaskState
 from relayq.core.priorities import Priority
-from relayq.core.store import TaskStore, now
+from relayq.core.store import Change, TaskStore, now
 from relayq.core.telemetry import CANCELLED, DEAD_LETTERED, PARKED, PROMOTED, log_event
 
 log = logging.getLogger("relayq.lifecycle")
@@ -38,6 +44,13 @@ def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
+# Batched run changes in flight at once; more wait and leave together when one lands.
+RUN_WRITES_IN_FLIGHT = 2
+
+# A change made at the instant its batch is written.
+ChangeAt = Callable[[datetime], Change]
+
+
 def _after(seconds: float) -> datetime:
     return now() + timedelta(seconds=seconds)
 
@@ -47,6 +60,9 @@ class Lifecycle:
 
     def __init__(self, store: TaskStore) -> None:
         self.store = store
+        self._runs: Batcher[ChangeAt, Task | None] = Batcher(
+            self._write_runs, max_batch=store.batch_max, max_in_flight=RUN_WRITES_IN_FLIGHT
+        )
 
     # -- a worker's run ----------------------------------------------------------
 
@@ -56,24 +72,47 @@ class Lifecycle:
         A redelivery may also take over an `active` task: its previous holder's
         lease expired.
         """
-        expected = [*CLAIMABLE_STATES, *([TaskState.ACTIVE] if redelivered else [])]
-        return await self.store.transition(
-            task_id,
-            expected,
-            TaskState.ACTIVE,
-            set_fields={"started_at": now(), "worker": worker, "run_at": None},
-            inc_fields={"attempts": 1},
+        expected = (*CLAIMABLE_STATES, *([TaskState.ACTIVE] if redelivered else []))
+        return await self._run_change(
+            lambda at: Change(
+                task_id,
+                expected,
+                TaskState.ACTIVE,
+                set_fields={"started_at": at, "worker": worker, "run_at": None},
+                inc_fields={"attempts": 1},
+            )
         )
 
     async def complete(self, task: Task, result: Any) -> Task | None:
         """active -> completed with the handler's result."""
-        return await self.store.transition(
-            task.id,
-            [TaskState.ACTIVE],
-            TaskState.COMPLETED,
-            version=task.version,
-            set_fields={"result": result, "finished_at": now(), "last_error": None},
+        return await self._run_change(
+            lambda at: Change(
+                task.id,
+                (TaskState.ACTIVE,),
+                TaskState.COMPLETED,
+                version=task.version,
+                set_fields={"result": result, "finished_at": at, "last_error": None},
+                task=task,
+            )
         )
+
+    async def _run_change(self, change_at: ChangeAt) -> Task | None:
+        if not self.store.batching:
+            c = change_at(now())
+            return await self.store.transition(
+                c.task_id, c.expected, c.new_state, version=c.version,
+                set_fields=c.set_fields, inc_fields=c.inc_fields,
+            )  # fmt: skip
+        return await self._runs.submit(change_at)
+
+    async def _write_runs(self, changes_at: list[ChangeAt]) -> list[Task | BaseException | None]:
+        """One batch of run changes, all made at one instant.
+
+        The seam for what each change will carry next (a task event, a record
+        of the attempt): built here from the same changes, written beside them.
+        """
+        at = now()
+        return await self.store.transition_many([change_at(at) for change_at in changes_at])
 
     async def retry_later(self, task: Task, error: str, delay_seconds: float) -> Task | None:
         """active -> retrying: the attempt failed and counts; run again after the delay."""

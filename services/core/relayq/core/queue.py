@@ -14,12 +14,16 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from relayq.core.batching import Batcher
 from relayq.core.keys import CONSUMER_GROUP, Keys
 from relayq.core.presence import Presence, scan
 from relayq.core.priorities import Priority
 from relayq.core.scripts import Scripts
 
 PROMOTE_LIMIT = 1000
+# Auto-pipelining of `enqueue`: most XADDs in one pipeline, pipelines in flight at once.
+ENQUEUE_PIPELINE_MAX = 1000
+ENQUEUE_PIPELINES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,11 @@ class Queue:
         self._scripts = Scripts(redis)
         self.scripts = self._scripts  # for core's run locks and reports on the same client
         self._ready: set[Priority] = set()
+        self._xadds: Batcher[tuple[str, Message], str] = Batcher(
+            self._xadd_pipeline,
+            max_batch=ENQUEUE_PIPELINE_MAX,
+            max_in_flight=ENQUEUE_PIPELINES_IN_FLIGHT,
+        )
 
     async def ensure_group(self, priority: Priority) -> None:
         """Create the stream and its consumer group if missing (idempotent)."""
@@ -134,11 +143,19 @@ class Queue:
         self._ready.add(priority)
 
     async def enqueue(self, priority: Priority, message: Message) -> str:
-        """Add a ready job; returns its entry id."""
-        entry_id = await self.redis.xadd(
-            self.keys.of(priority).stream, {"t": message.task_id, "y": message.type}
-        )
-        return str(entry_id)
+        """Add a ready job; returns its entry id.
+
+        Calls made together share one pipeline (one round trip), as ioredis's
+        auto-pipelining does; each still gets its own entry id or error.
+        """
+        return await self._xadds.submit((self.keys.of(priority).stream, message))
+
+    async def _xadd_pipeline(self, adds: list[tuple[str, Message]]) -> list[str | BaseException]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, m in adds:
+                pipe.xadd(stream, {"t": m.task_id, "y": m.type})
+            replies = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else str(r) for r in replies]
 
     async def enqueue_many(self, priority: Priority, messages: Sequence[Message]) -> list[str]:
         """Add ready jobs in one round trip."""

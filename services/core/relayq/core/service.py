@@ -200,8 +200,20 @@ class JobService:
         return task
 
     async def submit(self, request: JobRequest) -> Submitted:
-        """Validate, write the record, then dispatch. Redis down leaves the task `pending`."""
-        return (await self.submit_many([request]))[0]
+        """Validate, write the record, then dispatch. Redis down leaves the task `pending`.
+
+        Concurrent submissions share their store commit and their Redis round
+        trip (TaskStore.insert, Queue.enqueue); each answer waits for its own
+        record to be durable.
+        """
+        new = self._prepare(request)
+        legacy = await self._legacy_replay(request, new)
+        if legacy is not None:
+            return Submitted(legacy, False)
+        task, created = await self.store.insert(new)
+        if created:
+            task = (await self.dispatch([task])).get(task.id, task)
+        return Submitted(task, created)
 
     async def submit_many(self, requests: Sequence[JobRequest]) -> list[Submitted]:
         news = [self._prepare(r) for r in requests]
@@ -265,7 +277,9 @@ class JobService:
         self, priority: Priority, ready: Sequence[Task], later: Sequence[Task], at: datetime
     ) -> None:
         await self.queue.ensure_group(priority)
-        if ready:
+        if len(ready) == 1:  # auto-pipelined with concurrent submissions
+            await self.queue.enqueue(priority, Message(ready[0].id, ready[0].type))
+        elif ready:
             await self.queue.enqueue_many(priority, [Message(t.id, t.type) for t in ready])
         if later:
             await self.queue.schedule(

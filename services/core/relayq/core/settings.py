@@ -41,6 +41,10 @@ class Settings:
         log_level: logging level name (`RELAYQ_LOG_LEVEL`).
         worker_id: this process's consumer name (`RELAYQ_WORKER_ID`).
         job_modules: modules whose `JOB_TYPES` join the registry (`RELAYQ_JOB_MODULES`).
+        store_batch_max: most task writes in one batched store write; 1 writes
+            each alone (`RELAYQ_STORE_BATCH_MAX`).
+        store_batch_window_ms: how long a submission's insert waits for others
+            to share its commit (`RELAYQ_STORE_BATCH_WINDOW_MS`, 0 to 2).
         classes: the priority classes, each overridable by `RELAYQ_<PRIORITY>_<FIELD>`.
     """
 
@@ -61,6 +65,8 @@ class Settings:
     log_level: str = "INFO"
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     job_modules: tuple[str, ...] = ()
+    store_batch_max: int = 256
+    store_batch_window_ms: float = 1.0
     classes: Mapping[Priority, PriorityClass] = field(default_factory=lambda: DEFAULT_CLASSES)
 
     def priority_class(self, priority: Priority) -> PriorityClass:
@@ -97,6 +103,10 @@ class Settings:
             worker_id=env.get("RELAYQ_WORKER_ID", defaults.worker_id),
             job_modules=tuple(
                 m.strip() for m in env.get("RELAYQ_JOB_MODULES", "").split(",") if m.strip()
+            ),
+            store_batch_max=int(number(env, "RELAYQ_STORE_BATCH_MAX", defaults.store_batch_max, 1)),
+            store_batch_window_ms=number(
+                env, "RELAYQ_STORE_BATCH_WINDOW_MS", defaults.store_batch_window_ms, 0, 2
             ),
             classes=classes,
         )

@@ -2,6 +2,11 @@
 
 Every transition is a guarded `find_one_and_update` on the expected state and
 version, so a stale worker can never overwrite a newer state.
+
+Writes that arrive together travel together (relayq.core.batching): single
+inserts are group-committed as one unordered `insert_many`, and the batched
+transitions of `transition_many` are one guarded `update_many` per kind of
+change. Each caller still gets its own answer, after its own write is durable.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import hashlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,6 +26,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, Wri
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
 
+from relayq.core.batching import Batcher
 from relayq.core.ids import new_task_id
 from relayq.core.jobs import FINISHED_STATES, InvalidPayload, Task, TaskState
 from relayq.core.owners import owner_of_scoped_key
@@ -43,6 +49,10 @@ WRITE_CONFLICT = 112
 # server or a replica set configured otherwise cannot acknowledge a write that a
 # crash would lose (tests/store_conformance kills the server right after an ack).
 WRITE_CONCERN = WriteConcern(w="majority", j=True)
+DUPLICATE_KEY = 11000
+# Group commit of inserts: at most this many writes in flight; more wait and join the next.
+INSERTS_IN_FLIGHT = 2
+TASK_FIELDS = frozenset(f.name for f in fields(Task))
 
 
 class IdempotencyConflict(Exception):
@@ -72,6 +82,38 @@ class NewTask:
     task_id: str | None = None
     # The API client it belongs to (relayq.core.owners); None: relayq's or an operator's.
     owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One guarded state change, as `transition` takes it, for `transition_many`.
+
+    `task` is the caller's copy at `version`, if it holds one: when every
+    change of its kind applied, the updated task is computed from it rather
+    than read back.
+    """
+
+    task_id: str
+    expected: tuple[TaskState, ...]
+    new_state: TaskState
+    version: int | None = None
+    set_fields: Mapping[str, Any] = field(default_factory=dict)
+    inc_fields: Mapping[str, int] = field(default_factory=dict)
+    task: Task | None = None
+
+    def kind(self) -> str:
+        """Changes of one kind share one guarded update_many."""
+        return json.dumps(
+            [
+                sorted(s.value for s in self.expected),
+                self.new_state.value,
+                self.version,
+                self.set_fields,
+                self.inc_fields,
+            ],
+            sort_keys=True,
+            default=str,
+        )
 
 
 @dataclass(frozen=True)
@@ -130,11 +172,31 @@ def connect_mongo(
 class TaskStore:
     """Task records in one collection, `tasks`."""
 
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        database: str,
+        *,
+        batch_max: int = 256,
+        batch_window_seconds: float = 0.001,
+    ) -> None:
+        """`batch_max` bounds every batched write (1: no batching); single inserts
+        wait up to `batch_window_seconds` for others to share their commit."""
         self.client = client
         self.tasks: AsyncCollection[dict[str, Any]] = client[database].get_collection(
             "tasks", write_concern=WRITE_CONCERN
         )
+        self.batch_max = batch_max
+        self._inserts: Batcher[dict[str, Any], tuple[Task, bool]] = Batcher(
+            self._insert_batch,
+            max_batch=batch_max,
+            window_seconds=batch_window_seconds,
+            max_in_flight=INSERTS_IN_FLIGHT,
+        )
+
+    @property
+    def batching(self) -> bool:
+        return self.batch_max > 1
 
     async def ensure_indexes(self) -> None:
         with pymongo.timeout(INDEX_BUILD_SECONDS):  # a build on a large collection takes long
@@ -174,16 +236,15 @@ class TaskStore:
         (One write per job instead of two also avoids racing a fast worker.)
         """
         doc = _new_doc(new)
+        if self.batching:
+            return await self._inserts.submit(doc)
+        return await self._insert_one(doc)
+
+    async def _insert_one(self, doc: dict[str, Any]) -> tuple[Task, bool]:
         try:
             await with_transient_retry(lambda: self.tasks.insert_one(doc))
         except DuplicateKeyError:  # before WriteError, its base class
-            existing = await self.tasks.find_one({"idem": doc["idem"]})
-            if existing is None:  # the original was deleted meanwhile
-                raise
-            task = _task(existing)
-            if task.payload_hash != doc["payload_hash"]:
-                raise IdempotencyConflict(task) from None
-            return task, False
+            return await self._duplicate(doc)
         except WriteError as exc:
             if exc.code not in REFUSED_CODES:
                 raise
@@ -192,8 +253,52 @@ class TaskStore:
             raise _refused({"errmsg": str(exc)}) from None
         return _task(doc), True
 
+    async def _duplicate(self, doc: dict[str, Any]) -> tuple[Task, bool]:
+        """The answer for a document the unique index refused: the idempotency replay."""
+        existing = await with_transient_retry(lambda: self.tasks.find_one({"idem": doc["idem"]}))
+        if existing is None:  # the original was deleted meanwhile
+            raise DuplicateKeyError(f"duplicate idempotency key {doc['idem']!r}", DUPLICATE_KEY)
+        task = _task(existing)
+        if existing["_id"] == doc["_id"]:  # our own, written by an earlier try of this write
+            return task, True
+        if task.payload_hash != doc["payload_hash"]:
+            raise IdempotencyConflict(task)
+        return task, False
+
+    async def _insert_batch(
+        self, docs: list[dict[str, Any]]
+    ) -> list[tuple[Task, bool] | BaseException]:
+        """Group commit: one unordered insert_many; each document gets its own answer."""
+        if len(docs) == 1:
+            return [await _answer(self._insert_one(docs[0]))]
+        errors: dict[int, dict[str, Any]] = {}
+        try:
+            await with_transient_retry(lambda: self.tasks.insert_many(docs, ordered=False))
+        except BulkWriteError as exc:
+            errors = {e["index"]: e for e in (exc.details or {}).get("writeErrors", [])}
+            if not errors:
+                raise
+        except InvalidDocument:
+            # One document cannot even be encoded, and part of the batch may have
+            # gone: each alone now, where a duplicate of our own _id is ours.
+            return [await _answer(self._insert_one(d)) for d in docs]
+        out: list[tuple[Task, bool] | BaseException] = []
+        for i, doc in enumerate(docs):
+            error = errors.get(i)
+            if error is None:
+                out.append((_task(doc), True))
+            elif error.get("code") == DUPLICATE_KEY:
+                out.append(await _answer(self._duplicate(doc)))
+            elif error.get("code") in REFUSED_CODES:
+                out.append(_refused(error))
+            else:
+                out.append(
+                    WriteError(error.get("errmsg", "write failed"), error.get("code"), error)
+                )
+        return out
+
     async def insert_many(self, news: Sequence[NewTask]) -> list[tuple[Task, bool]]:
-        """Insert many; tasks with idempotency keys go one by one to resolve replays."""
+        """Insert many; tasks with idempotency keys go through `insert` to resolve replays."""
         plain = [_new_doc(n) for n in news if n.idempotency_key is None]
         if plain:
             try:
@@ -209,14 +314,15 @@ class TaskStore:
             except InvalidDocument as exc:
                 await self.tasks.delete_many({"_id": {"$in": [d["_id"] for d in plain]}})
                 raise _refused({"errmsg": str(exc)}) from None
+        # Together, so they share one group commit.
+        keyed = iter(
+            await asyncio.gather(*(self.insert(n) for n in news if n.idempotency_key is not None))
+        )
         plain_iter = iter(plain)
-        out: list[tuple[Task, bool]] = []
-        for n in news:
-            if n.idempotency_key is None:
-                out.append((_task(next(plain_iter)), True))
-            else:
-                out.append(await self.insert(n))
-        return out
+        return [
+            (_task(next(plain_iter)), True) if n.idempotency_key is None else next(keyed)
+            for n in news
+        ]
 
     async def transition(
         self,
@@ -246,6 +352,79 @@ class TaskStore:
             )
         )
         return _task(doc) if doc is not None else None
+
+    async def transition_many(self, changes: Sequence[Change]) -> list[Task | BaseException | None]:
+        """Apply many guarded changes; each answer is what `transition` would have given.
+
+        Changes of one kind (same guard and fields, as a batch's changes of one
+        name made at one instant are) go as one `update_many` guarded by state
+        and version, stamped with an id of this write: which records it moved
+        is read back by that stamp, as a bulk write reports only counts. A task
+        named twice is changed in order, the second change on the first's result.
+        """
+        answers: list[Task | BaseException | None] = [None] * len(changes)
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for i, change in enumerate(changes):
+            n = seen.get(change.task_id, 0)
+            seen[change.task_id] = n + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(i)
+        for indexes in rounds:
+            kinds: dict[str, list[int]] = {}
+            for i in indexes:
+                kinds.setdefault(changes[i].kind(), []).append(i)
+            groups = list(kinds.values())
+            results = await asyncio.gather(
+                *(self._apply_kind([changes[i] for i in g]) for g in groups),
+                return_exceptions=True,
+            )
+            for group, result in zip(groups, results, strict=True):
+                for j, i in enumerate(group):
+                    answers[i] = result if isinstance(result, BaseException) else result[j]
+        return answers
+
+    async def _apply_kind(self, changes: list[Change]) -> list[Task | None]:
+        first = changes[0]
+        if len(changes) == 1:
+            c = first
+            return [
+                await self.transition(
+                    c.task_id, c.expected, c.new_state, version=c.version,
+                    set_fields=c.set_fields, inc_fields=c.inc_fields,
+                )
+            ]  # fmt: skip
+        stamp = new_task_id()
+        ids = [c.task_id for c in changes]
+        query: dict[str, Any] = {
+            "_id": {"$in": ids},
+            "state": {"$in": [s.value for s in first.expected]},
+            # A retry after a write conflict must not apply twice where it already applied.
+            "write_id": {"$ne": stamp},
+        }
+        if first.version is not None:
+            query["version"] = first.version
+        at = now()
+        update: dict[str, Any] = {
+            "$set": {
+                "state": first.new_state.value,
+                "updated_at": at,
+                "write_id": stamp,
+                **first.set_fields,
+            },
+            "$inc": {"version": 1, **first.inc_fields},
+        }
+        # By _id: a planner choosing the state index scans every task in that state.
+        result = await with_transient_retry(
+            lambda: self.tasks.update_many(query, update, hint=[("_id", ASCENDING)])
+        )
+        held = [c.task for c in changes]
+        if result.matched_count == len(changes) and all(t is not None for t in held):
+            return [_changed(t, first) for t in held if t is not None]
+        docs = await with_transient_retry(lambda: self.tasks.find({"_id": {"$in": ids}}).to_list())
+        ours = {d["_id"]: d for d in docs if d.get("write_id") == stamp}
+        return [_task(ours[i]) if i in ours else None for i in ids]
 
     async def delete_finished(self, before: datetime, max_deletes: int) -> int:
         """Delete up to `max_deletes` finished tasks (FINISHED_STATES) finished before `before`."""
@@ -360,6 +539,28 @@ class TaskStore:
         return int(await self.tasks.count_documents(query))
 
 
+async def _answer(op: Awaitable[T]) -> T | BaseException:
+    """`op`'s value, or the exception it raised, as one item's answer in a batch."""
+    try:
+        return await op
+    except Exception as exc:
+        return exc
+
+
+def _changed(task: Task, change: Change) -> Task:
+    """`task` after `change` applied, as the store now holds it (times to the millisecond)."""
+    values: dict[str, Any] = {k: _ms(v) for k, v in change.set_fields.items() if k in TASK_FIELDS}
+    values.update({k: getattr(task, k) + n for k, n in change.inc_fields.items()})
+    return replace(task, state=change.new_state, version=task.version + 1, **values)
+
+
+def _ms(value: Any) -> Any:
+    # BSON dates keep milliseconds: mirror what a read would return.
+    if isinstance(value, datetime):
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    return value
+
+
 def _refused(details: Mapping[str, Any] | None) -> InvalidPayload:
     message = str((details or {}).get("errmsg", "refused by the task store"))[:300]
     return InvalidPayload(f"the task store refused the payload: {message}", field="payload")
@@ -367,7 +568,7 @@ def _refused(details: Mapping[str, Any] | None) -> InvalidPayload:
 
 def _new_doc(new: NewTask) -> dict[str, Any]:
     task_id = new.task_id or new_task_id()
-    created = now()
+    created = _ms(now())  # as the store keeps it: the answer equals a later read
     return {
         "_id": task_id,
         "type": new.type,
