@@ -96,6 +96,7 @@ def measure_api(
         RELAYQ_API_KEY=key,
         RELAYQ_API_PORT=str(port),
         RELAYQ_API_RATE_LIMIT=str(10**6),
+        RELAYQ_API_SOURCE_RATE_LIMIT=str(10**7),
         RELAYQ_LOG_LEVEL="WARNING",
     )
     log = (workdir / "api.log").open("wb")

@@ -106,6 +106,7 @@ def measure_e2e(jobs: int, in_flight: int, concurrency: int, workdir: Path) -> d
         RELAYQ_API_KEY=key,
         RELAYQ_API_PORT=str(api_port),
         RELAYQ_API_RATE_LIMIT=str(10**6),
+        RELAYQ_API_SOURCE_RATE_LIMIT=str(10**7),
         RELAYQ_DEVCHAIN_PORT=str(free_port()),
         RELAYQ_LOG_LEVEL="WARNING",
         RELAYQ_HIGH_CONCURRENCY=str(concurrency),

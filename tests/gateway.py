@@ -40,6 +40,12 @@ def api_settings(**overrides: Any) -> ApiSettings:
         "admin_token": ADMIN_TOKEN,
         "rate_limit_per_s": 1000,
         "mongo_timeout_seconds": 1.0,
+        # Every test request comes from one loopback address: the in-process limits
+        # are tested on their own (tests/integration/test_api_limits.py).
+        "source_rate_limit_per_s": 10**6,
+        "auth_failures_per_s": 10**6,
+        "auth_failure_burst": 10**6,
+        "admin_rate_limit_per_s": 10**6,
     }
     values.update(overrides)
     return ApiSettings(**values)

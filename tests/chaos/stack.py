@@ -118,6 +118,8 @@ class ChaosStack:
                 RELAYQ_API_PORT=str(self.api_port),
                 RELAYQ_API_KEY=API_KEY,
                 RELAYQ_API_RATE_LIMIT="100000",
+                RELAYQ_API_SOURCE_RATE_LIMIT="1000000",
+                RELAYQ_API_ADMIN_RATE_LIMIT="100000",
             ),
             cwd=REPO_ROOT,
             stdout=api_log,

@@ -14,7 +14,8 @@ from aiohttp import web
 from relayq.api import admin, jobs, ops
 from relayq.api.auth import KeyRing
 from relayq.api.contract import Operation
-from relayq.api.keys import CLIENTS, KEYRING, OPERATIONS, PROCESS, QUEUE, SETTINGS
+from relayq.api.keys import CLIENTS, KEYRING, LIMITS, OPERATIONS, PROCESS, QUEUE, SETTINGS
+from relayq.api.limits import Limits
 from relayq.api.middleware import authenticate, request_context
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import open_clients
@@ -47,6 +48,7 @@ def create_app(
         client_max_size=api.max_body_bytes, middlewares=[request_context, authenticate]
     )
     app[SETTINGS] = api
+    app[LIMITS] = Limits(api)
     app[OPERATIONS] = operations(settings.job_modules)
     app.add_routes([op.route() for op in app[OPERATIONS]])
 

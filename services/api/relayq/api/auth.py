@@ -6,9 +6,11 @@ import asyncio
 import hmac
 import logging
 import time
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
+from prometheus_client import Counter
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
@@ -17,8 +19,15 @@ from relayq.api.settings import ApiSettings, hash_key
 from relayq.core.owners import is_client_id
 from relayq.core.telemetry import log_event
 
+V = TypeVar("V")
 log = logging.getLogger("relayq.api")
 KEY_CACHE_SECONDS = 30.0
+KEY_LOOKUPS = Counter(
+    "relayq_api_key_lookups_total",
+    "Client keys looked up in MongoDB (not configured, not cached), by result: known, "
+    "unknown, error.",
+    ["result"],
+)
 
 
 def presented_secret(request: web.Request) -> str | None:
@@ -34,15 +43,17 @@ def presented_secret(request: web.Request) -> str | None:
 class KeyRing:
     """Resolves secrets to callers: configured keys first, then MongoDB's `api_keys`.
 
-    Lookups in MongoDB are cached for KEY_CACHE_SECONDS, misses included, so a
-    flood of bad keys does not become a flood of queries.
+    Lookups in MongoDB are remembered for KEY_CACHE_SECONDS in two bounded
+    caches, one for known keys and one for unknown ones: a flood of random keys
+    only ever evicts other unknown keys, never a real client's.
     """
 
     def __init__(self, api: ApiSettings, collection: AsyncCollection[dict[str, Any]]) -> None:
         self._static = dict(api.api_keys)
         self._admin = api.admin_token
         self._collection = collection
-        self._cache: dict[str, tuple[str | None, float]] = {}
+        self._known: LruCache[str] = LruCache(api.key_cache_size)
+        self._unknown: LruCache[None] = LruCache(api.key_cache_size)
         self._timeout = api.mongo_timeout_seconds
 
     def is_admin(self, secret: str) -> bool:
@@ -50,16 +61,22 @@ class KeyRing:
             secret.encode(), self._admin.encode()
         )
 
+    def known_now(self, secret: str) -> str | None:
+        """The client of a key known without asking MongoDB (configured or cached), or None."""
+        digest = hash_key(secret)
+        return self._static.get(digest) or self._known.get(digest)
+
     async def client_for(self, secret: str) -> str | None:
         digest = hash_key(secret)
-        if digest in self._static:
-            return self._static[digest]
-        cached = self._cache.get(digest)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
+        known = self._static.get(digest) or self._known.get(digest)
+        if known is not None:
+            return known
+        if self._unknown.has(digest):
+            return None
         try:
             doc = await asyncio.wait_for(self._collection.find_one({"_id": digest}), self._timeout)
         except (TimeoutError, PyMongoError):
+            KEY_LOOKUPS.labels(result="error").inc()
             raise unavailable(
                 "store-unavailable", "cannot check this key: the task store is unreachable"
             ) from None
@@ -70,10 +87,43 @@ class KeyRing:
                 log_event(log, logging.ERROR, "api key with an invalid client id refused",
                           key=digest[:12])  # fmt: skip
                 client = None
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (client, time.monotonic() + KEY_CACHE_SECONDS)
+        KEY_LOOKUPS.labels(result="unknown" if client is None else "known").inc()
+        if client is None:
+            self._unknown.put(digest, None)
+        else:
+            self._known.put(digest, client)
         return client
+
+
+class LruCache(Generic[V]):
+    """At most `size` entries, each for KEY_CACHE_SECONDS; the least recently used go first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[V, float]] = OrderedDict()
+
+    def _live(self, key: str) -> tuple[V, float] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def has(self, key: str) -> bool:
+        return self._live(key) is not None
+
+    def get(self, key: str) -> V | None:
+        entry = self._live(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: str, value: V) -> None:
+        self._entries[key] = (value, time.monotonic() + KEY_CACHE_SECONDS)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
 
 
 def unauthorized(detail: str) -> Problem:

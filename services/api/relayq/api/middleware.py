@@ -12,8 +12,9 @@ from aiohttp import web
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from relayq.api.auth import presented_secret, unauthorized
-from relayq.api.keys import CLIENT, KEYRING, QUEUE, REQUEST_ID, SETTINGS
+from relayq.api.auth import KeyRing, presented_secret, unauthorized
+from relayq.api.keys import CLIENT, KEYRING, LIMITS, QUEUE, REQUEST_ID, SETTINGS
+from relayq.api.limits import retry_after, source_of
 from relayq.api.problems import Problem, unavailable
 from relayq.core.telemetry import API_REQUEST_SECONDS, API_REQUESTS, log_event
 from relayq.core.tracing import finish_server_span, server_span
@@ -99,18 +100,48 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Client routes need a client key, admin routes the admin token."""
+    """Client routes need a client key, admin routes the admin token.
+
+    Before any credential is checked, the source address meets its ceiling;
+    a source out of failed-authentication budget gets 429 for any credential
+    not already known, so random keys cost no MongoDB lookups.
+    """
     path = request.path
     if not path.startswith("/v1/"):
         return await handler(request)
+    limits = request.app[LIMITS]
+    source = source_of(request, request.app[SETTINGS].source_header)
+    wait = limits.sources.take(source)
+    if wait > 0:
+        raise Problem(429, "rate-limited", "too many requests from this source",
+                      headers=retry_after(wait))  # fmt: skip
+    keyring = request.app[KEYRING]
     secret = presented_secret(request)
+    known = secret is not None and (keyring.is_admin(secret) or keyring.known_now(secret))
+    if not known and not limits.failures.available(source):
+        raise Problem(429, "rate-limited", "too many failed authentications from this source",
+                      headers=retry_after(1 / limits.failures.rate))  # fmt: skip
+    try:
+        return await _authenticated(request, handler, keyring, secret)
+    except Problem as problem:
+        if problem.status == 401:
+            limits.failures.take(source)
+        raise
+
+
+async def _authenticated(
+    request: web.Request, handler: Handler, keyring: KeyRing, secret: str | None
+) -> web.StreamResponse:
     if secret is None:
         raise unauthorized("send Authorization: Bearer <key> (or X-API-Key)")
-    keyring = request.app[KEYRING]
     admin = keyring.is_admin(secret)
-    if path.startswith("/v1/admin/"):
+    if request.path.startswith("/v1/admin/"):
         if admin:
             request[CLIENT] = "admin"
+            wait = request.app[LIMITS].admin.take("admin")
+            if wait > 0:
+                raise Problem(429, "rate-limited", "too many admin requests",
+                              headers=retry_after(wait))  # fmt: skip
             return await handler(request)
         if await keyring.client_for(secret) is not None:
             raise Problem(403, "forbidden", "admin routes need the admin token")
@@ -126,16 +157,20 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 async def _rate_limit(request: web.Request, client: str) -> None:
+    """The per-client limit, shared by every replica through Redis.
+
+    Fails open: with Redis down the client is served (submissions are then
+    recorded `pending`); the in-process limits above still hold.
+    """
     limit = request.app[SETTINGS].rate_limit_per_s
     try:
         wait = await request.app[QUEUE].rate_limit(f"api:{client}", limit, 1.0, burst=limit)
     except (RedisError, OSError):
-        return  # no Redis, no shared limit: serve rather than refuse
+        return
     if wait > 0:
-        retry_after = max(1, int(wait + 0.999))
         raise Problem(
             429,
             "rate-limited",
             f"more than {limit} requests per second for this key",
-            headers={"Retry-After": str(retry_after)},
+            headers=retry_after(wait),
         )

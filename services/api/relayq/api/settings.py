@@ -27,7 +27,19 @@ class ApiSettings:
             `default`) and `RELAYQ_API_KEYS_FILE`; MongoDB's `api_keys` adds more.
         admin_token: the administrators' bearer token (`RELAYQ_ADMIN_TOKEN` or
             `RELAYQ_ADMIN_TOKEN_FILE`); None disables the admin routes (403).
-        rate_limit_per_s: requests per second per client key (`RELAYQ_API_RATE_LIMIT`).
+        rate_limit_per_s: requests per second per client key (`RELAYQ_API_RATE_LIMIT`),
+            shared by the replicas through Redis; fails open when Redis is down.
+        source_rate_limit_per_s: requests per second per source address before
+            authentication, per replica (`RELAYQ_API_SOURCE_RATE_LIMIT`).
+        auth_failures_per_s, auth_failure_burst: failed authentications a source
+            may make (`RELAYQ_API_AUTH_FAILURES_PER_S`, `RELAYQ_API_AUTH_FAILURE_BURST`);
+            past them, credentials that are not already known get 429 unchecked.
+        admin_rate_limit_per_s: admin requests per second, per replica
+            (`RELAYQ_API_ADMIN_RATE_LIMIT`).
+        key_cache_size: client keys remembered, and unknown keys apart, so that
+            unknown keys never evict known ones (`RELAYQ_API_KEY_CACHE_SIZE`).
+        source_header: a header a trusted proxy sets to the caller's address
+            (`RELAYQ_API_SOURCE_HEADER`, e.g. X-Forwarded-For: its right-most entry).
         shutdown_seconds: SIGTERM waits this long for requests (`RELAYQ_API_SHUTDOWN_SECONDS`).
         mongo_timeout_seconds: how long a request waits for MongoDB before 503
             (`RELAYQ_API_MONGO_TIMEOUT_SECONDS`).
@@ -42,6 +54,12 @@ class ApiSettings:
     api_keys: Mapping[str, str] = field(default_factory=dict)
     admin_token: str | None = None
     rate_limit_per_s: int = 200
+    source_rate_limit_per_s: int = 5000
+    auth_failures_per_s: float = 2.0
+    auth_failure_burst: int = 20
+    admin_rate_limit_per_s: int = 20
+    key_cache_size: int = 10_000
+    source_header: str | None = None
     shutdown_seconds: float = 10.0
     mongo_timeout_seconds: float = 2.0
     redis_timeout_seconds: float = 2.0
@@ -64,6 +82,20 @@ class ApiSettings:
             api_keys=keys,
             admin_token=admin,
             rate_limit_per_s=integer(env, "RELAYQ_API_RATE_LIMIT", cls.rate_limit_per_s, 1, 10**6),
+            source_rate_limit_per_s=integer(
+                env, "RELAYQ_API_SOURCE_RATE_LIMIT", cls.source_rate_limit_per_s, 1, 10**7
+            ),
+            auth_failures_per_s=number(
+                env, "RELAYQ_API_AUTH_FAILURES_PER_S", cls.auth_failures_per_s, 0.01
+            ),
+            auth_failure_burst=integer(
+                env, "RELAYQ_API_AUTH_FAILURE_BURST", cls.auth_failure_burst, 1, 10**6
+            ),
+            admin_rate_limit_per_s=integer(
+                env, "RELAYQ_API_ADMIN_RATE_LIMIT", cls.admin_rate_limit_per_s, 1, 10**6
+            ),
+            key_cache_size=integer(env, "RELAYQ_API_KEY_CACHE_SIZE", cls.key_cache_size, 1, 10**7),
+            source_header=env.get("RELAYQ_API_SOURCE_HEADER") or None,
             mongo_timeout_seconds=number(
                 env, "RELAYQ_API_MONGO_TIMEOUT_SECONDS", cls.mongo_timeout_seconds, 0.1
             ),
