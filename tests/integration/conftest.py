@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from relayq.api.app import create_app
+from relayq.api.keys import INDEXES_READY
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import Clients
 from relayq.core.settings import Settings
@@ -33,5 +35,8 @@ async def make_api(aiohttp_client: AiohttpClient, settings: Settings) -> MakeApi
 
 @pytest.fixture
 async def api(make_api: MakeApi, clients: Clients) -> Api:
-    """The gateway on the test's Redis and MongoDB database (`clients` sees the same data)."""
-    return await make_api()
+    """The gateway on the test's Redis and MongoDB database (`clients` sees the same data),
+    ready: its background index creation done."""
+    api = await make_api()
+    await asyncio.wait_for(api.app[INDEXES_READY].wait(), 15)
+    return api

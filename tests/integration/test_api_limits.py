@@ -102,8 +102,7 @@ async def test_the_gateways_own_limits_hold_with_redis_down(
     api = await make_api(settings=down, auth_failures_per_s=1, auth_failure_burst=2)
 
     statuses = [
-        (await api.get("/v1/tasks", headers={"Authorization": "Bearer x"})).status
-        for _ in range(6)
+        (await api.get("/v1/tasks", headers={"Authorization": "Bearer x"})).status for _ in range(6)
     ]
 
     assert statuses[:2] == [401, 401] and 429 in statuses[2:]

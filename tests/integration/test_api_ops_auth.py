@@ -20,7 +20,7 @@ from relayq.core.clients import Clients
 from relayq.core.env import SettingsError
 from relayq.core.modules import load_registry
 from relayq.core.settings import Settings
-from tests.conftest import settings_env
+from tests.conftest import settings_env, wait_until
 from tests.gateway import (
     ADMIN,
     CLIENT,
@@ -70,10 +70,34 @@ async def test_healthz_answers_ok_without_credentials(api: Api) -> None:
 
 
 async def test_readyz_is_ready_when_redis_and_mongo_answer(api: Api) -> None:
+    # The indexes are created in the background once MongoDB answers.
+    async def ready() -> bool:
+        return (await api.get("/readyz")).status == 200
+
+    await wait_until(ready, timeout=10)
     resp = await api.get("/readyz")
 
     assert resp.status == 200
-    assert await resp.json() == {"status": "ready", "redis": "ok", "mongo": "ok"}
+    assert await resp.json() == {"status": "ready", "redis": "ok", "mongo": "ok", "indexes": "ok"}
+
+
+async def test_readyz_waits_for_the_unique_idempotency_index(
+    make_api: MakeApi, clients: Clients
+) -> None:
+    # An index of that name with other keys: creating relayq's fails, run after run.
+    await clients.store.tasks.drop_indexes()
+    await clients.store.tasks.create_index([("payload_hash", 1)], name="idem_unique")
+    api = await make_api()
+
+    resp = await api.get("/readyz")
+
+    assert resp.status == 503
+    assert await resp.json() == {
+        "status": "unready",
+        "redis": "ok",
+        "mongo": "ok",
+        "indexes": "pending",
+    }
 
 
 async def test_metrics_count_requests_by_method_route_and_status(api: Api) -> None:

@@ -26,6 +26,7 @@ from relayq.core.clients import open_clients
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
 from relayq.dev.servers import LocalServer, mongo_server, redis_server
+from tests.conftest import wait_until
 from tests.gateway import ADMIN, CLIENT, api_settings, problem
 
 # The gateway's bounds in these tests, and how much later than them an answer may come.
@@ -77,8 +78,11 @@ async def _gateway(aiohttp_client: AiohttpClient, settings: Settings) -> TestCli
         mongo_timeout_seconds=API_BOUND_SECONDS, redis_timeout_seconds=API_BOUND_SECONDS
     )
     client = await aiohttp_client(create_app(settings, api))
-    ready = await client.get("/readyz")
-    assert ready.status == 200, await ready.text()
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await wait_until(ready, timeout=15)
     return client
 
 

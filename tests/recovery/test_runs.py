@@ -122,7 +122,7 @@ async def test_a_run_prints_a_json_summary_and_exits_zero(clients: Clients) -> N
     assert summary["outcome"] == "success"
     assert summary["redispatched"] == {"pending": 0, "queued": 2, "retrying": 0, "active": 0}
     assert summary["redispatchedTotal"] == 2
-    assert summary["retention"] == {"mode": "bounded-delete", "deleted": 1}
+    assert summary["retention"] == {"mode": "bounded-delete", "deleted": 1, "stripped": 0}
     assert summary["scanned"]["candidates"] == 2
     assert summary["fence"] >= 1 and summary["durationSeconds"] >= 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", summary["startedAt"])
@@ -214,7 +214,7 @@ async def test_retention_without_a_ttl_index_deletes_only_old_finished_tasks(
 
     summary = await run(clients, max_deletes=1, ttl_index=False)
     assert summary.retention is not None
-    assert summary.retention.to_public() == {"mode": "bounded-delete", "deleted": 1}
+    assert summary.retention.to_public() == {"mode": "bounded-delete", "deleted": 1, "stripped": 0}
     assert (await run(clients, ttl_index=False)).retention.deleted == 1  # type: ignore[union-attr]
     assert (await run(clients, ttl_index=False)).retention.deleted == 0  # type: ignore[union-attr]
 
@@ -225,11 +225,12 @@ async def test_retention_without_a_ttl_index_deletes_only_old_finished_tasks(
 
 
 async def test_retention_keeps_a_ttl_index_on_finished_at_and_retunes_it(clients: Clients) -> None:
-    summary = await run(clients, retention_seconds=3600)
+    # It expires at the idempotency window (never shorter than retention).
+    summary = await run(clients, retention_seconds=3600, idempotency_window_seconds=0)
     assert summary.retention is not None and summary.retention.mode == "ttl-index"
     assert await _ttl_seconds(clients) == 3600
 
-    await run(clients, retention_seconds=7200)
+    await run(clients, retention_seconds=3600, idempotency_window_seconds=7200)
     assert await _ttl_seconds(clients) == 7200
 
 

@@ -32,7 +32,9 @@ DECLARED = {
 
 
 async def test_every_index_relayq_declares_exists_as_declared(store: TaskStore) -> None:
-    await apply_retention(store, RecoverySettings(retention_seconds=3600))
+    await apply_retention(
+        store, RecoverySettings(retention_seconds=3600, idempotency_window_seconds=3600)
+    )
     found = {i["name"]: i async for i in await store.tasks.list_indexes()}
     for name, (keys, unique) in DECLARED.items():
         assert name in found, f"index {name} missing: {sorted(found)}"
@@ -90,7 +92,9 @@ QUERIES: dict[str, tuple[dict[str, Any], list[tuple[str, int]] | None]] = {
 
 @pytest.mark.parametrize("name", QUERIES)
 async def test_relayq_query_is_served_by_an_index(store: TaskStore, name: str) -> None:
-    await apply_retention(store, RecoverySettings(retention_seconds=3600))
+    await apply_retention(
+        store, RecoverySettings(retention_seconds=3600, idempotency_window_seconds=3600)
+    )
     await store.insert_many(
         [
             NewTask(

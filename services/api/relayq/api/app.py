@@ -14,7 +14,16 @@ from aiohttp import web
 from relayq.api import admin, jobs, ops
 from relayq.api.auth import KeyRing
 from relayq.api.contract import Operation
-from relayq.api.keys import CLIENTS, KEYRING, LIMITS, OPERATIONS, PROCESS, QUEUE, SETTINGS
+from relayq.api.keys import (
+    CLIENTS,
+    INDEXES_READY,
+    KEYRING,
+    LIMITS,
+    OPERATIONS,
+    PROCESS,
+    QUEUE,
+    SETTINGS,
+)
 from relayq.api.limits import Limits
 from relayq.api.middleware import authenticate, request_context
 from relayq.api.settings import ApiSettings
@@ -49,6 +58,7 @@ def create_app(
     )
     app[SETTINGS] = api
     app[LIMITS] = Limits(api)
+    app[INDEXES_READY] = asyncio.Event()
     app[OPERATIONS] = operations(settings.job_modules)
     app.add_routes([op.route() for op in app[OPERATIONS]])
 
@@ -82,6 +92,7 @@ async def _ensure_indexes(app: web.Application) -> None:
     while True:
         try:
             await app[CLIENTS].store.ensure_indexes()
+            app[INDEXES_READY].set()
             return
         except Exception as exc:
             log_event(log, logging.WARNING, "indexes not created yet", error=str(exc))

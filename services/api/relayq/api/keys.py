@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from relayq.api.auth import KeyRing
@@ -17,6 +19,9 @@ CLIENTS = web.AppKey("clients", Clients)
 QUEUE = web.AppKey("queue", Queue)
 KEYRING = web.AppKey("keyring", KeyRing)
 LIMITS = web.AppKey("limits", Limits)
+# Set once the task indexes exist: without the unique idempotency index a replay
+# could create a second task, so the gateway is not ready before it.
+INDEXES_READY = web.AppKey("indexes_ready", asyncio.Event)
 PROCESS = web.AppKey("process", ProcessContext)
 # What this gateway serves: its own operations and its job modules'.
 OPERATIONS = web.AppKey("operations", list[Operation])

@@ -269,3 +269,7 @@ class Readiness(Answer):
     status: Literal["ready", "unready"]
     redis: Literal["ok", "unreachable"]
     mongo: Literal["ok", "unreachable"]
+    indexes: Annotated[
+        Literal["ok", "pending"],
+        Field(description="The task indexes, the unique idempotency index among them."),
+    ]

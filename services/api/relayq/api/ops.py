@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from relayq.api import models
 from relayq.api.contract import Operation, Response
 from relayq.api.docspage import docs_page
-from relayq.api.keys import CLIENTS, SETTINGS
+from relayq.api.keys import CLIENTS, INDEXES_READY, SETTINGS
 from relayq.api.keys import OPERATIONS as SERVED
 from relayq.api.openapi import openapi_document
 from relayq.core.recovery_report import recovery_collector
@@ -26,8 +26,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     redis_ok, mongo_ok = await _probe(request.app)
-    results = {"redis": _word(redis_ok), "mongo": _word(mongo_ok)}
-    ready = redis_ok and mongo_ok
+    indexes_ok = request.app[INDEXES_READY].is_set()
+    results = {
+        "redis": _word(redis_ok),
+        "mongo": _word(mongo_ok),
+        "indexes": "ok" if indexes_ok else "pending",
+    }
+    ready = redis_ok and mongo_ok and indexes_ok
     return web.json_response(
         {"status": "ready" if ready else "unready", **results}, status=200 if ready else 503
     )
@@ -85,14 +90,16 @@ def _text(media_type: str, description: str) -> Response:
 
 READY = {"allOf": [{"$ref": "#/components/schemas/Readiness"},
                    {"properties": {"status": {"const": "ready"}, "redis": {"const": "ok"},
-                                   "mongo": {"const": "ok"}}}]}  # fmt: skip
+                                   "mongo": {"const": "ok"},
+                                   "indexes": {"const": "ok"}}}]}  # fmt: skip
 OPERATIONS: list[Operation] = [
     Operation(
         "GET", "/healthz", healthz, "healthz", "Liveness", "operations",
         responses={200: Response("The process serves", models.Health)},
     ),
     Operation(
-        "GET", "/readyz", readyz, "readyz", "Readiness: Redis and MongoDB reachable", "operations",
+        "GET", "/readyz", readyz, "readyz",
+        "Readiness: Redis and MongoDB reachable, the task indexes in place", "operations",
         responses={
             200: Response("Ready", schema=READY),
             503: Response("A dependency is unreachable; it is named `unreachable`",

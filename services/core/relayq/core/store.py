@@ -426,9 +426,50 @@ class TaskStore:
         ours = {d["_id"]: d for d in docs if d.get("write_id") == stamp}
         return [_task(ours[i]) if i in ours else None for i in ids]
 
-    async def delete_finished(self, before: datetime, max_deletes: int) -> int:
-        """Delete up to `max_deletes` finished tasks (FINISHED_STATES) finished before `before`."""
-        query = {"state": {"$in": FINISHED}, "finished_at": {"$lt": before}}
+    async def strip_finished(self, before: datetime, max_strips: int) -> int:
+        """Strip up to `max_strips` finished tasks with an idempotency key, finished
+        before `before`, to tombstones: payload, result, trace, error and review go;
+        id, owner, key, request hash, type, priority and final state stay, so a
+        replay still finds its original task (TaskStore.insert)."""
+        query = {
+            "state": {"$in": FINISHED},
+            "finished_at": {"$lt": before},
+            "idempotency_key": {"$ne": None},
+            "stripped_at": None,
+        }
+        docs = await with_transient_retry(
+            lambda: self.tasks.find(query, {"_id": 1}).limit(max_strips).to_list()
+        )
+        if not docs:
+            return 0
+        result = await with_transient_retry(
+            lambda: self.tasks.update_many(
+                {"_id": {"$in": [d["_id"] for d in docs]}, **query},
+                {
+                    "$set": {
+                        "payload": {},
+                        "result": None,
+                        "trace": {},
+                        "last_error": None,
+                        "review": None,
+                        "stripped_at": now(),
+                    }
+                },
+            )
+        )
+        return int(result.modified_count)
+
+    async def delete_finished(
+        self, before: datetime, max_deletes: int, *, keyed: bool | None = None
+    ) -> int:
+        """Delete up to `max_deletes` finished tasks (FINISHED_STATES) finished before `before`.
+
+        `keyed=False` deletes only tasks without an idempotency key (those with one
+        are stripped to tombstones at retention and deleted after the window).
+        """
+        query: dict[str, Any] = {"state": {"$in": FINISHED}, "finished_at": {"$lt": before}}
+        if keyed is False:
+            query["idempotency_key"] = None
         deleted = 0
         while deleted < max_deletes:
             limit = min(DELETE_BATCH, max_deletes - deleted)

@@ -18,8 +18,12 @@ class RecoverySettings:
             submission or a worker in the middle of its two writes (MongoDB,
             then Redis) is never mistaken for a lost one
             (`RELAYQ_RECOVERY_GRACE_SECONDS`).
-        retention_seconds: completed and failed tasks older than this are
-            deleted; 0 keeps them forever (`RELAYQ_RETENTION_SECONDS`).
+        retention_seconds: finished tasks older than this are deleted, or, with
+            an idempotency key, stripped to a tombstone; 0 keeps them forever
+            (`RELAYQ_RETENTION_SECONDS`).
+        idempotency_window_seconds: how long a tombstone keeps an idempotency key
+            answering with its original task, counted from the finish
+            (`RELAYQ_IDEMPOTENCY_WINDOW_SECONDS`; never shorter than retention).
         lock_seconds: time to live of the run lock, renewed between steps
             (`RELAYQ_RECOVERY_LOCK_SECONDS`).
         max_tasks: lost tasks dispatched again per run; the rest wait for the
@@ -39,6 +43,7 @@ class RecoverySettings:
 
     grace_seconds: float = 30.0
     retention_seconds: float = 7 * 24 * 3600.0
+    idempotency_window_seconds: float = 30 * 24 * 3600.0
     lock_seconds: float = 120.0
     max_tasks: int = 10_000
     max_deletes: int = 10_000
@@ -52,6 +57,9 @@ class RecoverySettings:
         return cls(
             grace_seconds=number(env, "RELAYQ_RECOVERY_GRACE_SECONDS", cls.grace_seconds, 0),
             retention_seconds=number(env, "RELAYQ_RETENTION_SECONDS", cls.retention_seconds, 0),
+            idempotency_window_seconds=number(
+                env, "RELAYQ_IDEMPOTENCY_WINDOW_SECONDS", cls.idempotency_window_seconds, 0
+            ),
             lock_seconds=number(env, "RELAYQ_RECOVERY_LOCK_SECONDS", cls.lock_seconds, 1),
             max_tasks=int(number(env, "RELAYQ_RECOVERY_MAX_TASKS", cls.max_tasks, 1)),
             max_deletes=int(number(env, "RELAYQ_RETENTION_MAX_DELETES", cls.max_deletes, 1)),
