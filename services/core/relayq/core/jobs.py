@@ -154,6 +154,8 @@ class Task:
     trace: dict[str, str] = field(default_factory=dict)
     # Why the task was parked (needs_review): {"reason", "details", "parkedAt"}.
     review: dict[str, Any] | None = None
+    # Its job type is crash-safe (JobType.crash_safe): parked, never dead-lettered, past a limit.
+    crash_safe: bool = False
 
     def to_public(self) -> dict[str, Any]:
         """A JSON-ready view for the CLI and the API."""
@@ -239,6 +241,10 @@ class JobType:
         validate: checks and normalises a payload; raises InvalidPayload.
         description: one line for listings.
         internal: created by relayq itself (the relayer's steps); clients cannot submit it.
+        crash_safe: the handler is safe to run again after any crash, by its own protocol
+            (it moves money exactly once): delivery counts are no evidence of poison for
+            it, so past the delivery or attempt limit its task is parked for review
+            (`needs_review`) instead of dead-lettered. A PermanentError still dead-letters.
     """
 
     name: str
@@ -251,6 +257,7 @@ class JobType:
     validate: PayloadValidator | None = None
     description: str = ""
     internal: bool = False
+    crash_safe: bool = False
 
     def attempts_under(self, cls: PriorityClass) -> int:
         return self.max_attempts if self.max_attempts is not None else cls.max_attempts

@@ -145,6 +145,7 @@ class JobService:
             idempotency_key=key,
             run_at=run_at,
             trace=request.trace,
+            crash_safe=job_type.crash_safe,
         )
 
     async def replay_of(self, request: JobRequest) -> Task | None:

@@ -66,6 +66,9 @@ class NewTask:
     # (or by recovery); its id may be chosen by the producer to key other records.
     held: bool = False
     task_id: str | None = None
+    # The job type is crash-safe (JobType.crash_safe): kept on the record so that
+    # recovery, which loads no job modules, parks rather than dead-letters it.
+    crash_safe: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,6 +330,7 @@ def _new_doc(new: NewTask) -> dict[str, Any]:
         "result": None,
         "worker": None,
         "trace": dict(new.trace or {}),
+        **({"crash_safe": True} if new.crash_safe else {}),
     }
 
 
@@ -353,6 +357,7 @@ def _task(doc: Mapping[str, Any]) -> Task:
         worker=doc.get("worker"),
         trace=dict(doc.get("trace") or {}),
         review=doc.get("review"),
+        crash_safe=bool(doc.get("crash_safe", False)),
     )
 
 
