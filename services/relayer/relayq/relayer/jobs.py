@@ -2,7 +2,10 @@
 
 Name it in RELAYQ_JOB_MODULES (`relayq.relayer.jobs`). The job types are
 internal: created by the purchase route and by each other, never submitted by
-clients. `startup` opens the process's Relayer from the chain settings
+clients, and crash-safe: each finishes or stops safely whatever crashed it, so
+past a delivery or attempt limit its task is parked for review, never failed
+(once a swap has landed, a purchase ends `completed` or `needs_review`).
+`startup` opens the process's Relayer from the chain settings
 (RELAYQ_SOLANA_RPC_URL and the rest, or a ChainSettings seeded into the
 context under CHAIN_SETTINGS) and handlers reach it through their context;
 `shutdown` closes it. The gateway mounts `ROUTES` (buy tokens, list bundles).
@@ -68,10 +71,15 @@ def relayer_in(ctx: ProcessContext | None) -> Relayer | None:
     return relayer
 
 
+class RelayerMissing(RuntimeError):
+    """This process has no relayer: retried (another worker may have one), parked past
+    the attempts; never a dead letter, since the purchase may already be paid for."""
+
+
 def _relayer(ctx: JobContext) -> Relayer:
     relayer = relayer_in(ctx.process)
     if relayer is None:
-        raise PermanentError("the relayer is not configured in this process")
+        raise RelayerMissing("the relayer is not configured in this process")
     return relayer
 
 
@@ -164,6 +172,7 @@ JOB_TYPES = [
         max_attempts=10,
         validate=_purchase_id,
         internal=True,
+        crash_safe=True,
         description="Decides a purchase's swap bundle from the chain, then releases its transfer.",
     ),
     JobType(
@@ -173,6 +182,7 @@ JOB_TYPES = [
         timeout_seconds=120,
         max_attempts=8,
         internal=True,
+        crash_safe=True,
         description="Transfers a purchase's tokens to the contract, exactly once.",
     ),
     JobType(
@@ -183,6 +193,7 @@ JOB_TYPES = [
         max_attempts=5,
         validate=_purchase_id,
         internal=True,
+        crash_safe=True,
         description="Records a purchase in the user's history and holdings.",
     ),
 ]

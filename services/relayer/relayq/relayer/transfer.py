@@ -15,6 +15,7 @@ import asyncio
 import base64
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any
 
 from solders.instruction import Instruction
@@ -30,7 +31,7 @@ from spl.token.instructions import (
 from spl.token.models import TransferCheckedParams
 
 from relayq.core.failpoints import failpoint
-from relayq.core.jobs import Defer, PermanentError
+from relayq.core.jobs import Defer, NeedsReview
 from relayq.core.store import now
 from relayq.relayer.chain.errors import ChainRejected
 from relayq.relayer.chain.metrics import TRANSFERS
@@ -76,13 +77,18 @@ async def run_transfer(relayer: Relayer, purchase: Purchase) -> dict[str, Any]:
     """Bring the purchase's transfer to confirmed.
 
     Returns {signature, slot}; raises Defer while waiting on the chain and
-    PermanentError when the transfer cannot succeed (nothing more is sent).
+    NeedsReview when it cannot go on alone (the transfer failed on chain, the
+    relayer is short of tokens): the buyer has paid, so nothing ends `failed`.
     """
     t = purchase.transfer
     if t.get("state") == TransferState.CONFIRMED.value:
         return {"signature": t["signature"], "slot": t.get("slot")}
     if t.get("state") == TransferState.FAILED.value:
-        raise PermanentError(f"token transfer failed: {t.get('error')}")
+        # The swap landed: the relayer holds the buyer's tokens. Deliver or refund is
+        # an operator's call, never a silent failure.
+        raise NeedsReview(
+            "transfer-failed", {"signature": t.get("signature"), "error": t.get("error")}
+        )
     current = t.get("signature")
     if current is not None:
         sig = Signature.from_string(current)
@@ -119,6 +125,7 @@ async def _sign_and_send(
     }
     if not await relayer.purchases.put_transfer(purchase.id, previous, signed):
         raise Defer(POLL_SECONDS, "another run signed this transfer; looking it up")
+    purchase = replace(purchase, transfer=signed)
     if previous is not None:
         TRANSFERS.labels(outcome="resigned").inc()
     failpoint("transfer.after_persist")
@@ -141,12 +148,13 @@ async def _check_funds(relayer: Relayer, purchase: Purchase) -> None:
             get_associated_token_address(owner, Pubkey.from_string(leg.mint))
         )
         if held < leg.amount:
-            TRANSFERS.labels(outcome="failed").inc()
-            error = (
-                f"relayer holds {held} base units of {leg.symbol}, the transfer needs {leg.amount}"
-            )
-            await relayer.purchases.settle_transfer(purchase.id, TransferState.FAILED, error=error)
-            raise PermanentError(error)
+            # Nothing was signed; the swap landed, so the buyer has paid: an operator decides.
+            raise NeedsReview(
+                "relayer-short-of-tokens",
+                {"mint": leg.mint, "held": held, "needed": leg.amount,
+                 "error": f"relayer holds {held} base units of {leg.symbol}, "
+                          f"the transfer needs {leg.amount}"},
+            )  # fmt: skip
 
 
 async def _settle_if_known(
@@ -162,19 +170,36 @@ async def _settle(
     if state is None:
         return None
     if not state.succeeded:
-        TRANSFERS.labels(outcome="failed").inc()
+        if state.confirmation != "finalized":
+            # Only the chain at a finalized view decides a failure.
+            raise Defer(RECHECK_SECONDS, f"transfer {sig} failed, waiting for finality")
         error = f"transfer {sig} failed on chain: {state.error}"
-        await relayer.purchases.settle_transfer(
-            purchase.id, TransferState.FAILED, slot=state.slot, error=error
+        stored = await relayer.purchases.settle_transfer(
+            purchase.id, purchase.transfer, TransferState.FAILED, slot=state.slot, error=error
         )
-        raise PermanentError(error)
+        if stored is None:
+            return await _superseded(relayer, purchase)
+        TRANSFERS.labels(outcome="failed").inc()
+        raise NeedsReview("transfer-failed", {"signature": str(sig), "error": error})
     if not state.confirmed:
         raise Defer(POLL_SECONDS, "transfer processed, waiting for confirmation")
-    await relayer.purchases.settle_transfer(
-        purchase.id, TransferState.CONFIRMED, slot=state.slot, confirmedAt=now()
-    )
+    stored = await relayer.purchases.settle_transfer(
+        purchase.id, purchase.transfer, TransferState.CONFIRMED, slot=state.slot,
+        confirmedAt=now(),
+    )  # fmt: skip
+    if stored is None:
+        return await _superseded(relayer, purchase)
     TRANSFERS.labels(outcome="confirmed").inc()
     return {"signature": str(sig), "slot": state.slot}
+
+
+async def _superseded(relayer: Relayer, purchase: Purchase) -> dict[str, Any]:
+    """Another run changed the transfer since this one read it: its record stands."""
+    stored = await relayer.purchases.get(purchase.id)
+    t = {} if stored is None else stored.transfer
+    if t.get("state") == TransferState.CONFIRMED.value:
+        return {"signature": t["signature"], "slot": t.get("slot")}
+    raise Defer(POLL_SECONDS, "another run changed this transfer; looking it up again")
 
 
 async def _confirm(relayer: Relayer, purchase: Purchase, sig: Signature) -> dict[str, Any]:
