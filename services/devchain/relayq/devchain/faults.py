@@ -26,6 +26,9 @@ Enabled only with `--faults`; otherwise `/devchain/faults` answers 404.
 - `historyOff` (bool): answer as a node without transaction history (true) or
   with it (false): getSignatureStatuses with `searchTransactionHistory` is
   -32011, as behind a load balancer that reaches such a node.
+- `statusLagSlots` (int): getSignatureStatuses answers as a node that many
+  slots behind (`context.slot` and what it knows), as a load balancer may
+  route one call to a lagging node; 0 turns it off.
 - `reset` (bool): clear every armed fault first.
 
 `GET /devchain/faults` shows the armed faults in the same shape.
@@ -64,6 +67,7 @@ class Faults:
     rpc_delay_ms: int = 0
     halt_slots: bool = False
     history_off: bool = False
+    status_lag_slots: int = 0
 
     def apply(self, body: Any) -> int:
         """Arm the faults in a request body; returns the slots to advance now."""
@@ -71,7 +75,7 @@ class Faults:
             raise FaultError("body must be a JSON object")
         known = {"dropTransactions", "dropBundles", "failBundles", "rpcErrors", "methods",
                  "rpcErrorStatus", "rpcDelayMs", "haltSlots", "advanceSlots", "reset",
-                 "historyOff"}  # fmt: skip
+                 "historyOff", "statusLagSlots"}  # fmt: skip
         unknown = sorted(set(body) - known)
         if unknown:
             raise FaultError(f"unknown fault(s): {', '.join(unknown)}")
@@ -110,6 +114,8 @@ class Faults:
             self.halt_slots = halt
         if history_off is not None:
             self.history_off = history_off
+        if "statusLagSlots" in body:
+            self.status_lag_slots = counts["statusLagSlots"]
         return counts["advanceSlots"]
 
     def reset(self) -> None:
@@ -126,6 +132,7 @@ class Faults:
             "rpcDelayMs": self.rpc_delay_ms,
             "haltSlots": self.halt_slots,
             "historyOff": self.history_off,
+            "statusLagSlots": self.status_lag_slots,
         }
 
     def consume_rpc_error(self, method: str, solana_endpoint: bool) -> bool:

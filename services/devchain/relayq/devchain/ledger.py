@@ -411,12 +411,18 @@ class Ledger:
     def record(self, signature: Signature) -> TxRecord | None:
         return self._records.get(signature)
 
-    def status(self, signature: Signature, search_history: bool) -> dict[str, Any] | None:
-        """The RPC's getSignatureStatuses entry for a signature, or None if unknown."""
+    def status(
+        self, signature: Signature, search_history: bool, at: int | None = None
+    ) -> dict[str, Any] | None:
+        """The RPC's getSignatureStatuses entry for a signature, or None if unknown,
+        as a node at slot `at` (default: the newest) answers it."""
+        at = self.slot if at is None else at
         rec = self._records.get(signature)
-        if rec is None or (not search_history and rec.slot < self.slot - STATUS_CACHE_SLOTS):
+        if rec is None or rec.slot > at:
             return None
-        depth = self.slot - rec.slot
+        if not search_history and rec.slot < at - STATUS_CACHE_SLOTS:
+            return None
+        depth = at - rec.slot
         if depth >= self.finality_lag:
             confirmations, level = None, "finalized"
         else:

@@ -21,7 +21,8 @@ getTransaction, like the validator, finds a transaction only once it reaches
 the requested commitment and refuses `processed`. Statuses move processed ->
 confirmed (next slot) -> finalized (the lag later); their `context.slot` is
 the newest slot. A node without transaction history (fault `historyOff`)
-answers -32011 to getSignatureStatuses with `searchTransactionHistory`.
+answers -32011 to getSignatureStatuses with `searchTransactionHistory`; one
+behind (fault `statusLagSlots`) answers it from an older slot.
 """
 
 from __future__ import annotations
@@ -272,7 +273,8 @@ class SolanaRpc:
         search = bool(_config(params, 1).get("searchTransactionHistory", False))
         if search and self.faults.history_off:
             raise RpcError(-32011, "Transaction history is not available from this node")
-        return self._ctx([self.ledger.status(self._signature(s), search) for s in sigs])
+        at = max(1, self.ledger.slot - self.faults.status_lag_slots)
+        return self._ctx([self.ledger.status(self._signature(s), search, at) for s in sigs], at)
 
     @staticmethod
     def _signature(value: Any) -> Signature:
