@@ -8,22 +8,32 @@ and its commitment views), never from a model of it.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
+import pytest
 from solders.signature import Signature
 from spl.token.instructions import get_associated_token_address
 
 from relayq.core.clients import Clients
-from relayq.core.jobs import Task, TaskState
+from relayq.core.jobs import Defer, NeedsReview, Task, TaskState
 from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Message
 from relayq.core.service import JobRequest
+from relayq.relayer import jobs as relayer_jobs
 from relayq.relayer import transfer as transfer_steps
 from relayq.relayer.chain.rpc import SignatureState
+from relayq.relayer.chain.settings import ChainSettings
 from relayq.relayer.purchases import Purchase, PurchaseLeg, SwapState, TransferState
 from relayq.relayer.relayer import Relayer
-from tests.conftest import InProcessWorker
+from relayq.relayer.transfer import run_transfer
+from tests.conftest import InProcessWorker, wait_until
+from tests.integration.conftest import Api
+from tests.relayer.conftest import VALIDITY_SLOTS, Devchain, contract_balances
+from tests.relayer.test_exactly_once import bought
 from tests.relayer.test_purchase import WALLET
+
+FINALITY_LAG = 32  # the devchain's default
 
 # Two well-formed signatures that name no transaction on the chain.
 SIG_OLD = str(Signature(bytes([7]) * 64))
@@ -102,3 +112,105 @@ async def test_a_stale_run_cannot_write_failed_over_a_confirmed_transfer(
     assert stored is not None
     assert stored.transfer["state"] == TransferState.CONFIRMED.value, stored.transfer
     assert stored.transfer["signature"] == SIG_NEW and "error" not in stored.transfer
+
+
+# -- hole 3: re-signing a transfer ------------------------------------------------------
+
+
+async def run_once(relayer: Relayer, task_id: str) -> str:
+    """One run of the transfer protocol; what it ended with (done, or the wait's reason)."""
+    purchase = await relayer.purchases.get(task_id)
+    assert purchase is not None
+    try:
+        await run_transfer(relayer, purchase)
+    except Defer as exc:
+        return f"deferred: {exc}"
+    return "done"
+
+
+async def signings(relayer: Relayer, task_id: str) -> list[str]:
+    purchase = await relayer.purchases.get(task_id)
+    assert purchase is not None
+    return list(purchase.transfer.get("signatures", []))
+
+
+async def test_the_relayer_refuses_to_start_on_an_rpc_without_history(
+    clients: Clients, chain: Devchain, chain_settings: ChainSettings
+) -> None:
+    await chain.faults(historyOff=True)
+    ctx = ProcessContext(clients, {relayer_jobs.CHAIN_SETTINGS: chain_settings})
+    with pytest.raises(relayer_jobs.RpcWithoutHistory, match="keeps no transaction history"):
+        await relayer_jobs.startup(ctx)
+    assert relayer_jobs.RELAYER not in ctx.state  # closed again, nothing left open
+    await chain.faults(historyOff=False)
+    await relayer_jobs.startup(ctx)
+    await relayer_jobs.shutdown(ctx)
+
+
+async def test_expiry_is_decided_on_the_finalized_height(
+    gateway: Api, relayer: Relayer, chain: Devchain
+) -> None:
+    relayer.chain = replace(relayer.chain, confirm_wait_seconds=0.3)
+    before = await contract_balances(relayer)
+    task_id, amounts = await bought(gateway)
+    await chain.faults(dropTransactions=1000, haltSlots=True)  # every send is lost
+    assert (await run_once(relayer, task_id)).startswith("deferred")
+    [first] = await signings(relayer, task_id)
+    # Past its last valid height at processed and confirmed, not yet at finalized.
+    await chain.faults(advanceSlots=VALIDITY_SLOTS + 5)
+    assert (await run_once(relayer, task_id)).startswith("deferred")
+    assert await signings(relayer, task_id) == [first]
+    # Expired at finalized too: now, and only now, a new transaction is signed.
+    await chain.faults(advanceSlots=FINALITY_LAG)
+    assert (await run_once(relayer, task_id)).startswith("deferred")
+    assert len(await signings(relayer, task_id)) == 2
+    await chain.faults(reset=True, haltSlots=False)
+    assert await wait_until(lambda: _done(relayer, task_id), timeout=30)
+    after = await contract_balances(relayer)
+    assert {m: after[m] - before[m] for m in amounts} == amounts
+
+
+async def _done(relayer: Relayer, task_id: str) -> bool:
+    return await run_once(relayer, task_id) == "done"
+
+
+async def test_an_unknown_status_from_a_node_behind_the_expiry_is_no_evidence(
+    gateway: Api, relayer: Relayer, chain: Devchain
+) -> None:
+    relayer.chain = replace(relayer.chain, confirm_wait_seconds=0.3)
+    before = await contract_balances(relayer)
+    task_id, amounts = await bought(gateway)
+    # The transfer lands, and the run that sent it dies before recording that.
+    await wait_until(lambda: _done(relayer, task_id), timeout=20)
+    await relayer.purchases.purchases.update_one(
+        {"_id": task_id}, {"$set": {"transfer.state": "signed"}, "$unset": {"transfer.slot": ""}}
+    )
+    await chain.faults(haltSlots=True, advanceSlots=VALIDITY_SLOTS + FINALITY_LAG + 10)
+    # Statuses come from a node far behind: it has not seen the transfer land.
+    await chain.faults(statusLagSlots=VALIDITY_SLOTS + FINALITY_LAG + 100)
+    outcome = await run_once(relayer, task_id)
+    assert "behind the expiry" in outcome, outcome
+    assert len(await signings(relayer, task_id)) == 1
+    await chain.faults(reset=True, haltSlots=False)
+    assert await run_once(relayer, task_id) == "done"
+    after = await contract_balances(relayer)
+    assert {m: after[m] - before[m] for m in amounts} == amounts  # once, not twice
+
+
+async def test_signings_are_capped_then_the_purchase_is_parked(
+    gateway: Api, relayer: Relayer, chain: Devchain
+) -> None:
+    relayer.chain = replace(relayer.chain, confirm_wait_seconds=0.3, transfer_max_signings=2)
+    before = await contract_balances(relayer)
+    task_id, _ = await bought(gateway)
+    await chain.faults(dropTransactions=1000, haltSlots=True)
+    for _ in range(2):
+        assert (await run_once(relayer, task_id)).startswith("deferred")
+        await chain.faults(advanceSlots=VALIDITY_SLOTS + FINALITY_LAG + 5)
+    with pytest.raises(NeedsReview) as parked:
+        await run_once(relayer, task_id)
+    assert parked.value.reason == "signing-cap"
+    assert parked.value.details["signatures"] == await signings(relayer, task_id)
+    assert len(parked.value.details["signatures"]) == 2
+    await chain.faults(reset=True, haltSlots=False)
+    assert await contract_balances(relayer) == before

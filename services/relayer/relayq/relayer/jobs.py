@@ -30,6 +30,7 @@ from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.core.telemetry import log_event
 from relayq.relayer.buy import DB_UPDATE, SWAP_SETTLE, TOKEN_TRANSFER
+from relayq.relayer.chain.errors import ChainError
 from relayq.relayer.chain.settings import ChainSettings
 from relayq.relayer.purchases import Purchase, SwapState
 from relayq.relayer.relayer import Relayer, open_relayer
@@ -57,7 +58,36 @@ async def startup(ctx: ProcessContext) -> None:
         ctx.state[RELAYER] = open_relayer(chain, ctx.clients)
         ctx.state[_OWNED] = True
     relayer: Relayer = ctx.state[RELAYER]
+    await _require_history(ctx, relayer)
     await relayer.purchases.ensure_indexes()
+
+
+class RpcWithoutHistory(RuntimeError):
+    """The RPC keeps no transaction history: the relayer cannot run on it safely."""
+
+
+async def _require_history(ctx: ProcessContext, relayer: Relayer) -> None:
+    """Refuse to start on an RPC that cannot find old transactions.
+
+    Such a node reports a landed transfer older than its status cache as unknown,
+    and the transfer would be signed (and land) again.
+    """
+    try:
+        keeps = await relayer.rpc.keeps_history()
+    except ChainError as exc:
+        await shutdown(ctx)
+        raise RpcWithoutHistory(
+            f"cannot tell whether the Solana RPC at {relayer.rpc.url} keeps transaction "
+            f"history ({exc}); the relayer does not start without knowing"
+        ) from exc
+    if not keeps:
+        await shutdown(ctx)
+        raise RpcWithoutHistory(
+            f"the Solana RPC at {relayer.rpc.url} keeps no transaction history "
+            "(getSignatureStatuses with searchTransactionHistory answers -32011): the relayer "
+            "refuses to start, since a landed transfer would look unknown and be sent again; "
+            "point RELAYQ_SOLANA_RPC_URL at a node with --enable-rpc-transaction-history"
+        )
 
 
 async def shutdown(ctx: ProcessContext) -> None:

@@ -3,10 +3,13 @@
 Sign, persist, send. Any later run looks the persisted signature up first:
 known and successful is done; unknown while its blockhash is valid is sent
 again with the same bytes (the cluster runs a signature at most once); a new
-transaction is signed only once the old blockhash has expired and the old
-signature is still unknown, so the old one can never land. Persisting a new
-signing is a compare-and-set on the old signature, so two runs cannot both
-sign and send.
+transaction is signed only once the old blockhash has expired at the
+finalized view and the old signature is still unknown to a node that has seen
+that far, so the old one can never land. Persisting a new signing is a
+compare-and-set on the old signature, so two runs cannot both sign and send;
+after `transfer_max_signings` signings the task is parked for review. The
+relayer refuses to start on an RPC without transaction history (jobs.startup),
+where a landed transfer older than the status cache would look unknown.
 """
 
 from __future__ import annotations
@@ -95,15 +98,30 @@ async def run_transfer(relayer: Relayer, purchase: Purchase) -> dict[str, Any]:
         done = await _settle_if_known(relayer, purchase, sig)
         if done is not None:
             return done
-        if await relayer.rpc.block_height() <= int(t["lastValidBlockHeight"]):
+        # Expiry is decided at `finalized`: a confirmed height can be taken back by a fork.
+        final = await relayer.rpc.finalized_height()
+        if final.height <= int(t["lastValidBlockHeight"]):
             tx = VersionedTransaction.from_bytes(base64.b64decode(t["transaction"]))
             await _send(relayer, tx)
             TRANSFERS.labels(outcome="resent").inc()
             return await _confirm(relayer, purchase, sig)
-        # Expired: a landing between the two reads is still possible; look once more.
-        done = await _settle_if_known(relayer, purchase, sig)
+        # Expired, so it can no longer land; but it may have landed before. Only a node
+        # that has seen the slot where expiry was seen may say it did not.
+        seen_at, [state] = await relayer.rpc.statuses_seen([sig])
+        if seen_at < final.slot:
+            raise Defer(
+                RECHECK_SECONDS,
+                f"status answer at slot {seen_at} is behind the expiry seen at slot {final.slot}",
+            )
+        done = await _settle(relayer, purchase, sig, state)
         if done is not None:
             return done
+    signings = t.get("signatures", [])
+    if len(signings) >= relayer.chain.transfer_max_signings:
+        raise NeedsReview(
+            "signing-cap",
+            {"signatures": list(signings), "limit": relayer.chain.transfer_max_signings},
+        )
     return await _sign_and_send(relayer, purchase, current)
 
 
