@@ -7,11 +7,14 @@ and its commitment views), never from a model of it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from dataclasses import replace
 
 import pytest
+from solders.keypair import Keypair
 from solders.signature import Signature
+from solders.system_program import TransferParams, transfer
 from spl.token.instructions import get_associated_token_address
 
 from relayq.core.clients import Clients
@@ -24,16 +27,15 @@ from relayq.relayer import jobs as relayer_jobs
 from relayq.relayer import transfer as transfer_steps
 from relayq.relayer.chain.rpc import SignatureState
 from relayq.relayer.chain.settings import ChainSettings
+from relayq.relayer.memo import purchase_memo
 from relayq.relayer.purchases import Purchase, PurchaseLeg, SwapState, TransferState
 from relayq.relayer.relayer import Relayer
 from relayq.relayer.transfer import run_transfer
 from tests.conftest import InProcessWorker, wait_until
 from tests.integration.conftest import Api
-from tests.relayer.conftest import VALIDITY_SLOTS, Devchain, contract_balances
+from tests.relayer.conftest import FINALITY_LAG, VALIDITY_SLOTS, Devchain, contract_balances
 from tests.relayer.test_exactly_once import bought
-from tests.relayer.test_purchase import WALLET
-
-FINALITY_LAG = 32  # the devchain's default
+from tests.relayer.test_purchase import WALLET, buy, finished
 
 # Two well-formed signatures that name no transaction on the chain.
 SIG_OLD = str(Signature(bytes([7]) * 64))
@@ -214,3 +216,77 @@ async def test_signings_are_capped_then_the_purchase_is_parked(
     assert len(parked.value.details["signatures"]) == 2
     await chain.faults(reset=True, haltSlots=False)
     assert await contract_balances(relayer) == before
+
+
+# -- hole 2: the block engine's word is a hint, never a verdict ---------------------------
+
+
+async def test_a_bundle_the_block_engine_reports_failed_is_no_verdict(
+    gateway: Api, clients: Clients, relayer: Relayer, chain: Devchain, process: ProcessContext
+) -> None:
+    # Reported Failed at the next slot, without running: its signatures never landed,
+    # the blockhash is valid, and the same bytes sent again can still land.
+    before = await contract_balances(relayer)
+    await chain.faults(failBundles=1)
+    resp = await buy(gateway, sol=0.5)
+    body = await resp.json()
+    assert resp.status == 202 and body["status"] == "swap_pending", body
+    async with (
+        InProcessWorker(clients, "critical", process=process),
+        InProcessWorker(clients, "high", process=process),
+    ):
+        task = await wait_until(lambda: finished(clients, body["taskId"]), timeout=40)
+    assert task.state is TaskState.COMPLETED, task.last_error
+    after = await contract_balances(relayer)
+    bought_ = {t["mint"]: int(t["amount"]) for t in body["tokens"]}
+    assert {m: after[m] - before[m] for m in bought_} == bought_
+
+
+# -- hole 6: a basket swap that partly lands ---------------------------------------------
+
+
+async def test_a_swap_that_partly_landed_is_parked_with_what_landed_after_expiry(
+    clients: Clients, relayer: Relayer, chain: Devchain, process: ProcessContext
+) -> None:
+    # A basket of two transactions: Jito landed one alone (here: sent on its own), and
+    # the other never landed before the blockhash expired.
+    sub = await clients.service.submit_held(
+        JobRequest("token_transfer", {"wallet": WALLET, "bundleId": "single", "lamports": 1},
+                   priority=Priority.HIGH),
+    )  # fmt: skip
+    await chain.faults(haltSlots=True)
+    blockhash = await relayer.rpc.latest_blockhash()
+    payer = relayer.signer.pubkey()
+    txs = []
+    for n in (1, 2):
+        pay = TransferParams(from_pubkey=payer, to_pubkey=Keypair().pubkey(), lamports=10**6 + n)
+        txs.append(await relayer.sign([transfer(pay), purchase_memo(sub.task.id)], blockhash.value))
+    sigs = [str(tx.signatures[0]) for tx in txs]
+    token = relayer.baskets["single"].tokens[0]
+    await relayer.purchases.insert(
+        Purchase(
+            id=sub.task.id, wallet=WALLET, basket="single", lamports=1,
+            legs=[PurchaseLeg(token.symbol, str(token.mint), token.decimals, 1, 1)],
+            swap={"state": SwapState.SIGNED.value, "signatures": sigs,
+                  "transactions": [base64.b64encode(bytes(tx)).decode() for tx in txs],
+                  "lastValidBlockHeight": blockhash.last_valid_block_height},
+        )
+    )  # fmt: skip
+    await relayer.rpc.send(txs[0])
+    await chain.faults(advanceSlots=VALIDITY_SLOTS + FINALITY_LAG + 10)
+    await clients.service.submit(
+        JobRequest("swap_settle", {"purchaseId": sub.task.id}, priority=Priority.CRITICAL)
+    )
+    async with InProcessWorker(clients, "critical", process=process):
+        task = await wait_until(lambda: _parked(clients, sub.task.id), timeout=20)
+    await chain.faults(haltSlots=False)
+    assert task.review is not None and task.review["reason"] == "swap-partly-landed"
+    assert task.review["details"]["landed"] == [sigs[0]]
+    assert task.review["details"]["missing"] == [sigs[1]]
+    purchase = await relayer.purchases.get(sub.task.id)
+    assert purchase is not None and purchase.swap["state"] == SwapState.PARTIAL.value
+
+
+async def _parked(clients: Clients, task_id: str) -> Task | None:
+    task = await clients.store.get(task_id)
+    return task if task is not None and task.state is TaskState.NEEDS_REVIEW else None

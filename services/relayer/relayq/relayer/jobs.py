@@ -21,6 +21,7 @@ from relayq.core.jobs import (
     InvalidPayload,
     JobContext,
     JobType,
+    NeedsReview,
     PermanentError,
     Task,
     TaskState,
@@ -34,7 +35,14 @@ from relayq.relayer.chain.errors import ChainError
 from relayq.relayer.chain.settings import ChainSettings
 from relayq.relayer.purchases import Purchase, SwapState
 from relayq.relayer.relayer import Relayer, open_relayer
-from relayq.relayer.settle import Verdict, check_swap, record_verdict
+from relayq.relayer.settle import (
+    PARTIAL_SWAP,
+    Verdict,
+    check_swap,
+    park_partial_swap,
+    partial_swap_details,
+    record_verdict,
+)
 from relayq.relayer.transfer import run_transfer
 
 ROUTES = "relayq.relayer.routes"
@@ -149,6 +157,8 @@ async def swap_settle(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any
         return {"swap": purchase.swap["state"], "task": None if task is None else task.state.value}
     if purchase.swap["state"] == SwapState.LANDED.value:
         await service.dispatch_pending([task])
+    elif purchase.swap["state"] == SwapState.PARTIAL.value:
+        await park_partial_swap(relayer, task, purchase)
     else:
         await service.lifecycle.dead_letter(
             task.id, type_=task.type, priority=task.priority,
@@ -164,6 +174,8 @@ async def token_transfer(payload: dict[str, Any], ctx: JobContext) -> dict[str, 
     purchase = await _settled(relayer, await _purchase(relayer, ctx.task_id))
     if purchase.swap["state"] == SwapState.FAILED.value:
         raise PermanentError(f"swap failed: {purchase.swap.get('error')}")
+    if purchase.swap["state"] == SwapState.PARTIAL.value:
+        raise NeedsReview(PARTIAL_SWAP, partial_swap_details(purchase))
     done = await run_transfer(relayer, purchase)
     await relayer.clients.service.submit(
         JobRequest(

@@ -26,6 +26,8 @@ class SwapState(StrEnum):
     SIGNED = "signed"  # written, maybe sent: look the signatures up before deciding
     LANDED = "landed"
     FAILED = "failed"
+    # Some of its transactions landed, the rest expired: parked for review (landed, missing).
+    PARTIAL = "partial"
 
 
 class TransferState(StrEnum):
