@@ -49,7 +49,7 @@ def _judge(
     failed = [s for s in states if s is not None and not s.succeeded]
     if len(landed) == len(states) and all(s.confirmed for _, s in landed):
         return SwapCheck(Verdict.LANDED, max(s.slot for _, s in landed))
-    if landed and expired:
+    if landed and len(landed) < len(states) and expired:
         return SwapCheck(
             Verdict.PARTIAL,
             max(s.slot for _, s in landed),
