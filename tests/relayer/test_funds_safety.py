@@ -7,8 +7,10 @@ and its commitment views), never from a model of it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -18,6 +20,7 @@ from solders.system_program import TransferParams, transfer
 from spl.token.instructions import get_associated_token_address
 
 from relayq.core.clients import Clients
+from relayq.core.failpoints import CRASH_EXIT_CODE
 from relayq.core.jobs import Defer, NeedsReview, Task, TaskState
 from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
@@ -31,7 +34,7 @@ from relayq.relayer.memo import purchase_memo
 from relayq.relayer.purchases import Purchase, PurchaseLeg, SwapState, TransferState
 from relayq.relayer.relayer import Relayer
 from relayq.relayer.transfer import run_transfer
-from tests.conftest import InProcessWorker, wait_until
+from tests.conftest import InProcessWorker, WorkerProcess, wait_until
 from tests.integration.conftest import Api
 from tests.relayer.conftest import FINALITY_LAG, VALIDITY_SLOTS, Devchain, contract_balances
 from tests.relayer.test_exactly_once import bought
@@ -290,3 +293,34 @@ async def test_a_swap_that_partly_landed_is_parked_with_what_landed_after_expiry
 async def _parked(clients: Clients, task_id: str) -> Task | None:
     task = await clients.store.get(task_id)
     return task if task is not None and task.state is TaskState.NEEDS_REVIEW else None
+
+
+@pytest.mark.slow
+async def test_a_paid_transfer_whose_workers_keep_dying_is_parked_then_delivered_once(
+    gateway: Api,
+    clients: Clients,
+    relayer: Relayer,
+    chain_env: dict[str, str],
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # Issue 15's reproduction, with real worker processes: a worker dies mid-transfer
+    # (after persisting the signed transaction), and the claim passes the delivery limit.
+    before = await contract_balances(relayer)
+    task_id, amounts = await bought(gateway)
+    one_delivery = {**chain_env, "RELAYQ_MAX_DELIVERIES": "1"}
+    dying = start_worker("high", **one_delivery, RELAYQ_FAILPOINTS="transfer.after_persist")
+    assert await asyncio.to_thread(dying.process.wait, 30) == CRASH_EXIT_CODE
+    start_worker("high", **one_delivery)  # takes the claim over after the lease: poison
+    task = await wait_until(lambda: _parked(clients, task_id), timeout=30)
+    assert task.review is not None and task.review["reason"] == "deliveries"
+
+    # An operator reviews it and lets it run again: the transfer completes, once.
+    await clients.service.release_review(task_id)
+    start_worker("medium", **chain_env)
+    done = await wait_until(lambda: finished(clients, task_id), timeout=40)
+    assert done.state is TaskState.COMPLETED, done.last_error
+    after = await contract_balances(relayer)
+    assert {m: after[m] - before[m] for m in amounts} == amounts
+    purchase = await relayer.purchases.get(task_id)
+    assert purchase is not None and len(purchase.transfer["signatures"]) >= 1
+    assert purchase.transfer["state"] == TransferState.CONFIRMED.value
