@@ -15,8 +15,9 @@ Routes:
   see `relayq.devchain.faults`.
 
 A background task produces a slot every `--slot-ms` milliseconds; bundles
-land at slot boundaries. Everything touching LiteSVM runs on the event loop
-thread.
+land at slot boundaries; the finalized view lags the newest slot by
+`--finality-lag` slots (see `relayq.devchain.ledger`). Everything touching
+LiteSVM runs on the event loop thread.
 """
 
 from __future__ import annotations
