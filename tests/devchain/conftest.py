@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Processed
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
@@ -129,7 +130,8 @@ async def http(devchain: Chain) -> AsyncIterator[Http]:
 
 @pytest.fixture
 async def client(devchain: Chain, http: Http) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(devchain.url, timeout=10) as c:
+    # Processed: these tests read what they just did; the views have tests of their own.
+    async with AsyncClient(devchain.url, commitment=Processed, timeout=10) as c:
         yield c
 
 

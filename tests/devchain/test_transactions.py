@@ -6,7 +6,7 @@ import base64
 
 import pytest
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed
+from solana.rpc.commitment import Confirmed, Finalized
 from solana.rpc.core import RPCException
 from solana.rpc.models import TxOpts
 from solders.keypair import Keypair
@@ -141,7 +141,9 @@ async def test_signature_statuses_move_from_processed_to_finalized(
         final is not None and final.confirmation_status == TransactionConfirmationStatus.Finalized
     )
     assert final.confirmations is None
-    assert (await client.get_transaction(sig)).value is not None  # finalized: visible by default
+    assert (
+        await client.get_transaction(sig, commitment=Finalized)
+    ).value is not None  # visible at finalized
 
 
 async def test_failing_transaction_preflight_error_or_recorded_failure(
@@ -249,9 +251,9 @@ async def test_versioned_transaction_and_get_transaction_rules(
     await http.faults(advanceSlots=1)
     legacy_client = await http.rpc("getTransaction", [str(sig), {"commitment": "confirmed"}])
     assert legacy_client["error"]["code"] == -32015
-    assert (await client.get_transaction(sig, max_supported_transaction_version=0)).value is None, (
-        "not finalized yet"
-    )
+    assert (
+        await client.get_transaction(sig, commitment=Finalized, max_supported_transaction_version=0)
+    ).value is None, "not finalized yet"
     found = await client.get_transaction(
         sig, commitment=Confirmed, max_supported_transaction_version=0
     )

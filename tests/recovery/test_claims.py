@@ -134,3 +134,26 @@ async def test_an_active_task_within_lease_and_grace_is_not_settled(clients: Cli
 async def _state(clients: Clients, task_id: str, state: TaskState) -> bool:
     task = await clients.store.get(task_id)
     return task is not None and task.state is state
+
+
+async def test_a_crash_safe_claim_delivered_too_often_is_parked_not_dead_lettered(
+    clients: Clients,
+) -> None:
+    # A money-moving job (JobType.crash_safe) whose workers kept dying: the count proves
+    # nothing about the job, and it may have moved money, so it is parked for review.
+    clients.settings = replace(clients.settings, max_deliveries=1)
+    keys = clients.queue.keys.of(Priority.HIGH)
+    await clients.queue.ensure_group(Priority.HIGH)
+    task = await insert(clients, type_="token_transfer", crash_safe=True)
+    await clients.redis.xadd(keys.stream, {"t": task.id, "y": "token_transfer"})
+    await clients.queue.claim(Priority.HIGH, "dead-worker", 1)
+    await move(clients, task, TaskState.ACTIVE, worker="dead-worker")
+    await Queue(clients.redis, clients.queue.keys).reclaim(Priority.HIGH, "dead-2", 0, 10, 5)
+    await asyncio.sleep(clients.settings.lease_seconds + 0.3)
+
+    summary = await recovery(clients, grace_seconds=0).run_once()
+
+    assert summary.poison == 1 and summary.dead_lettered == 0
+    record = await clients.store.get(task.id)
+    assert record is not None and record.state is TaskState.NEEDS_REVIEW, record
+    assert record.review is not None and record.review["reason"] == "deliveries"

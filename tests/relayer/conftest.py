@@ -34,6 +34,8 @@ from tests.integration.conftest import Api
 RELAYER_MODULE = "relayq.relayer.jobs"
 SLOT_MS = 200
 VALIDITY_SLOTS = 150
+# The devchain's finalized view lags the newest slot by this many (its default).
+FINALITY_LAG = 32
 
 
 @dataclass

@@ -157,12 +157,17 @@ async def test_rpc_errors_and_timeouts_are_retried_with_backoff(
     assert {m: after[m] - before[m] for m in amounts} == amounts
 
 
+async def _parked(clients: Clients, task_id: str) -> Any:
+    task = await clients.store.get(task_id)
+    return task if task is not None and task.state is TaskState.NEEDS_REVIEW else None
+
+
 async def _retrying(clients: Clients, task_id: str) -> bool:
     task = await clients.store.get(task_id)
     return task is not None and task.state is TaskState.RETRYING and task.attempts >= 1
 
 
-async def test_relayer_short_of_tokens_dead_letters_the_transfer_and_sends_nothing(
+async def test_relayer_short_of_tokens_parks_the_paid_transfer_and_sends_nothing(
     clients: Clients, relayer: Relayer, process: ProcessContext
 ) -> None:
     token = relayer.baskets["single"].tokens[0]
@@ -184,12 +189,12 @@ async def test_relayer_short_of_tokens_dead_letters_the_transfer_and_sends_nothi
     )  # fmt: skip
     await clients.service.dispatch_pending([sub.task])
     async with InProcessWorker(clients, "high", process=process):
-        task = await wait_until(lambda: finished(clients, sub.task.id), timeout=20)
-    assert task.state is TaskState.FAILED  # dead-lettered at once: retrying cannot help
+        task = await wait_until(lambda: _parked(clients, sub.task.id), timeout=20)
+    # Parked at once (retrying cannot help), never failed: the buyer paid for the swap.
     assert task.attempts == 1
-    assert "the transfer needs" in (task.last_error or "")
-    transfer = await transfer_of(relayer, sub.task.id)
-    assert transfer["state"] == "failed" and "signature" not in transfer
+    assert task.review["reason"] == "relayer-short-of-tokens"
+    assert "the transfer needs" in task.review["details"]["error"]
+    assert await transfer_of(relayer, sub.task.id) == {}
     assert await contract_balances(relayer) == before
 
 

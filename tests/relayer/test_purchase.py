@@ -18,7 +18,7 @@ from relayq.relayer.relayer import Relayer
 from tests.conftest import InProcessWorker, wait_until
 from tests.gateway import CLIENT, api_settings, problem
 from tests.integration.conftest import Api
-from tests.relayer.conftest import VALIDITY_SLOTS, Devchain, contract_balances
+from tests.relayer.conftest import FINALITY_LAG, VALIDITY_SLOTS, Devchain, contract_balances
 
 WALLET = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
 
@@ -193,8 +193,9 @@ async def test_a_swap_that_never_landed_dead_letters_its_task_and_is_counted(
         return found is not None
 
     await wait_until(sent, timeout=10)
-    # The blockhash expires with no signature of the bundle landed: the chain's verdict.
-    await chain.faults(advanceSlots=VALIDITY_SLOTS + 20)
+    # The blockhash expires at finalized with no signature of the bundle landed: the
+    # chain's verdict.
+    await chain.faults(advanceSlots=VALIDITY_SLOTS + FINALITY_LAG + 20)
     resp = await request
     body = await resp.json()
 

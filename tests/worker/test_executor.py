@@ -86,6 +86,9 @@ class RecordingLifecycle:
     ) -> Task | None:
         return self._answer("park", TaskState.NEEDS_REVIEW, reason=reason, details=details)
 
+    async def park_unclaimed(self, task_id: str, **kw: Any) -> Task | None:
+        return self._answer("park_unclaimed", TaskState.NEEDS_REVIEW, **kw)
+
 
 async def ok(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"attempt": ctx.attempt}
@@ -124,6 +127,8 @@ REGISTRY = Registry(
         JobType("undecided", undecided),
         JobType("hang", hang, timeout_seconds=0.05),
         JobType("unstorable", unstorable),
+        JobType("moves-money", boom, crash_safe=True),
+        JobType("moves-money-refused", refuse, crash_safe=True),
     ]
 )
 
@@ -283,3 +288,24 @@ async def test_a_completion_the_batch_loses_is_dropped_once(
     assert outcome == Ack() and names(life) == ["start", "complete"]
     superseded = [r for r in caplog.records if "superseded" in r.getMessage()]
     assert len(superseded) == 1
+
+
+async def test_a_crash_safe_job_past_its_delivery_limit_is_parked_not_dead_lettered() -> None:
+    life = RecordingLifecycle(task("moves-money"))
+    await executor(life).poison(delivery("moves-money", deliveries=6))
+    assert names(life) == ["park_unclaimed"]
+    kw = life.calls[0][1]
+    assert kw["reason"] == "deliveries" and kw["details"]["deliveries"] == 6
+
+
+async def test_a_crash_safe_job_out_of_attempts_is_parked_not_dead_lettered() -> None:
+    outcome, life = await run("moves-money", attempts=2, max_attempts=3)
+    assert outcome == Ack() and names(life) == ["start", "park"]
+    assert life.calls[1][1]["reason"] == "attempts"
+    assert "boom" in life.calls[1][1]["details"]["error"]
+
+
+async def test_a_crash_safe_job_may_still_refuse_permanently() -> None:
+    # Its own verdict (a swap the chain refused) is not a limit reached: dead-lettered.
+    outcome, life = await run("moves-money-refused")
+    assert outcome == Ack() and names(life) == ["start", "dead_letter"]

@@ -156,6 +156,8 @@ class Task:
     review: dict[str, Any] | None = None
     # The API client it belongs to; None for relayq's own and operators' tasks.
     owner: str | None = None
+    # Its job type is crash-safe (JobType.crash_safe): parked, never dead-lettered, past a limit.
+    crash_safe: bool = False
 
     def to_public(self) -> dict[str, Any]:
         """A JSON-ready view for the CLI and the API."""
@@ -242,6 +244,10 @@ class JobType:
         validate: checks and normalises a payload; raises InvalidPayload.
         description: one line for listings.
         internal: created by relayq itself (the relayer's steps); clients cannot submit it.
+        crash_safe: the handler is safe to run again after any crash, by its own protocol
+            (it moves money exactly once): delivery counts are no evidence of poison for
+            it, so past the delivery or attempt limit its task is parked for review
+            (`needs_review`) instead of dead-lettered. A PermanentError still dead-letters.
     """
 
     name: str
@@ -254,6 +260,7 @@ class JobType:
     validate: PayloadValidator | None = None
     description: str = ""
     internal: bool = False
+    crash_safe: bool = False
 
     def attempts_under(self, cls: PriorityClass) -> int:
         return self.max_attempts if self.max_attempts is not None else cls.max_attempts

@@ -187,32 +187,67 @@ class Lifecycle:
         return failed
 
     async def park(
-        self, task: Task, reason: str, details: dict[str, Any] | None = None
+        self,
+        task: Task,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        *,
+        expected: Sequence[TaskState] = (TaskState.ACTIVE,),
     ) -> Task | None:
-        """active -> needs_review: the job found what no rule may decide alone.
+        """active (or `expected`) -> needs_review: the job found what no rule may decide alone.
 
         `reason` is a short machine-readable label (the metric's label: keep it
         to a fixed set per job module); `details` is what the operator needs to
         decide (what landed, what did not). Nothing runs the task until an
-        operator revives or cancels it; retention never deletes it.
+        operator revives or cancels it; retention never deletes it. A job
+        module may park a task it does not hold (a held purchase whose swap
+        partly landed) by naming the state it read in `expected`.
         """
+        return await self._park(
+            task.id, task.type, task.priority, reason, details, expected, task.version
+        )
+
+    async def park_unclaimed(
+        self,
+        task_id: str,
+        *,
+        type_: str,
+        priority: Priority,
+        reason: str,
+        details: dict[str, Any] | None = None,
+        expected: Sequence[TaskState] = UNFINISHED,
+    ) -> Task | None:
+        """-> needs_review for a task no worker holds now (a crash-safe job past its
+        delivery limit), in whatever state short of finished it was left."""
+        return await self._park(task_id, type_, priority, reason, details, expected, None)
+
+    async def _park(
+        self,
+        task_id: str,
+        type_: str,
+        priority: Priority,
+        reason: str,
+        details: dict[str, Any] | None,
+        expected: Sequence[TaskState],
+        version: int | None,
+    ) -> Task | None:
         review = {"reason": reason, "details": details or {}, "parkedAt": _iso(now())}
         parked = await self.store.transition(
-            task.id,
-            [TaskState.ACTIVE],
+            task_id,
+            expected,
             TaskState.NEEDS_REVIEW,
-            version=task.version,
+            version=version,
             set_fields={"last_error": f"needs review: {reason}", "review": review},
         )
         if parked is not None:
-            PARKED.labels(priority=task.priority.value, reason=reason).inc()
+            PARKED.labels(priority=priority.value, reason=reason).inc()
             log_event(
                 log,
                 logging.WARNING,
                 "job parked for review",
-                task_id=task.id,
-                type=task.type,
-                priority=task.priority.value,
+                task_id=task_id,
+                type=type_,
+                priority=priority.value,
                 reason=reason,
             )
         return parked

@@ -157,6 +157,7 @@ class JobService:
             run_at=run_at,
             trace=request.trace,
             owner=request.client,
+            crash_safe=job_type.crash_safe,
         )
 
     async def replay_of(self, request: JobRequest) -> Task | None:

@@ -80,6 +80,9 @@ class NewTask:
     # (or by recovery); its id may be chosen by the producer to key other records.
     held: bool = False
     task_id: str | None = None
+    # The job type is crash-safe (JobType.crash_safe): kept on the record so that
+    # recovery, which loads no job modules, parks rather than dead-letters it.
+    crash_safe: bool = False
     # The API client it belongs to (relayq.core.owners); None: relayq's or an operator's.
     owner: str | None = None
 
@@ -634,6 +637,7 @@ def _new_doc(new: NewTask) -> dict[str, Any]:
         "worker": None,
         "trace": dict(new.trace or {}),
         "owner": new.owner,
+        **({"crash_safe": True} if new.crash_safe else {}),
     }
 
 
@@ -661,6 +665,7 @@ def _task(doc: Mapping[str, Any]) -> Task:
         trace=dict(doc.get("trace") or {}),
         review=doc.get("review"),
         owner=doc.get("owner"),
+        crash_safe=bool(doc.get("crash_safe", False)),
     )
 
 

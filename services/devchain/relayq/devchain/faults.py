@@ -23,6 +23,12 @@ Enabled only with `--faults`; otherwise `/devchain/faults` answers 404.
   halted, blockhashes do not expire and pending bundles do not land.
 - `advanceSlots` (int n <= 10000): produce n slots at once (queued bundles land
   at the first), to expire blockhashes quickly. Applied immediately, not stored.
+- `historyOff` (bool): answer as a node without transaction history (true) or
+  with it (false): getSignatureStatuses with `searchTransactionHistory` is
+  -32011, as behind a load balancer that reaches such a node.
+- `statusLagSlots` (int): getSignatureStatuses answers as a node that many
+  slots behind (`context.slot` and what it knows), as a load balancer may
+  route one call to a lagging node; 0 turns it off.
 - `reset` (bool): clear every armed fault first.
 
 `GET /devchain/faults` shows the armed faults in the same shape.
@@ -60,13 +66,16 @@ class Faults:
     rpc_error_status: int = 503
     rpc_delay_ms: int = 0
     halt_slots: bool = False
+    history_off: bool = False
+    status_lag_slots: int = 0
 
     def apply(self, body: Any) -> int:
         """Arm the faults in a request body; returns the slots to advance now."""
         if not isinstance(body, dict):
             raise FaultError("body must be a JSON object")
         known = {"dropTransactions", "dropBundles", "failBundles", "rpcErrors", "methods",
-                 "rpcErrorStatus", "rpcDelayMs", "haltSlots", "advanceSlots", "reset"}  # fmt: skip
+                 "rpcErrorStatus", "rpcDelayMs", "haltSlots", "advanceSlots", "reset",
+                 "historyOff", "statusLagSlots"}  # fmt: skip
         unknown = sorted(set(body) - known)
         if unknown:
             raise FaultError(f"unknown fault(s): {', '.join(unknown)}")
@@ -78,11 +87,15 @@ class Faults:
         halt = body.get("haltSlots")
         if halt is not None and not isinstance(halt, bool):
             raise FaultError("haltSlots must be a boolean")
+        history_off = body.get("historyOff")
+        if history_off is not None and not isinstance(history_off, bool):
+            raise FaultError("historyOff must be a boolean")
         status = body.get("rpcErrorStatus", 503)
         if status not in (200, 503):
             raise FaultError("rpcErrorStatus must be 200 or 503")
         counts = {
-            k: _count(body, k) for k in known - {"methods", "haltSlots", "reset", "rpcErrorStatus"}
+            k: _count(body, k)
+            for k in known - {"methods", "haltSlots", "reset", "rpcErrorStatus", "historyOff"}
         }
         if counts["advanceSlots"] > MAX_ADVANCE:
             raise FaultError(f"advanceSlots is at most {MAX_ADVANCE}")
@@ -99,6 +112,10 @@ class Faults:
             self.rpc_delay_ms = counts["rpcDelayMs"]
         if halt is not None:
             self.halt_slots = halt
+        if history_off is not None:
+            self.history_off = history_off
+        if "statusLagSlots" in body:
+            self.status_lag_slots = counts["statusLagSlots"]
         return counts["advanceSlots"]
 
     def reset(self) -> None:
@@ -114,6 +131,8 @@ class Faults:
             "rpcErrorStatus": self.rpc_error_status,
             "rpcDelayMs": self.rpc_delay_ms,
             "haltSlots": self.halt_slots,
+            "historyOff": self.history_off,
+            "statusLagSlots": self.status_lag_slots,
         }
 
     def consume_rpc_error(self, method: str, solana_endpoint: bool) -> bool:

@@ -12,7 +12,14 @@ validator behaves as seen through its RPC:
   as `AlreadyProcessed`, a failed transaction that paid its fee is recorded
   with its error, one refused before execution is not recorded at all;
 - all-or-nothing execution of a list of transactions (a bundle): every
-  writable account is snapshot first and restored if any transaction fails.
+  writable account is snapshot first and restored if any transaction fails;
+- three views, as a cluster's commitment levels: `processed` (the newest
+  slot), `confirmed` (one slot behind) and `finalized` (`finality_lag` slots
+  behind). Block height, the latest blockhash and accounts are read at a view
+  (`view_slot`); an account's earlier states come from a journal of the state
+  each written account had before its first write of a slot, kept for the lag.
+  Accounts written only through an address lookup table are not journaled
+  (the relayer's transactions name theirs statically).
 
 LiteSVM is not thread-safe: call a Ledger from one thread only (the event loop).
 """
@@ -44,6 +51,7 @@ FINALIZED_DEPTH = 32
 # How far back getSignatureStatuses looks without searchTransactionHistory (the status cache).
 STATUS_CACHE_SLOTS = 300
 MAX_RECORDS = 200_000
+COMMITMENTS = ("processed", "confirmed", "finalized")
 
 
 class Rejected(Exception):
@@ -121,11 +129,19 @@ def writable_keys(tx: VersionedTransaction) -> list[Pubkey]:
 class Ledger:
     """LiteSVM with slots, a blockhash window and a signature history."""
 
-    def __init__(self, validity_slots: int = 150, genesis_hash: Hash | None = None) -> None:
+    def __init__(
+        self,
+        validity_slots: int = 150,
+        genesis_hash: Hash | None = None,
+        finality_lag: int = FINALIZED_DEPTH,
+    ) -> None:
         self.svm = (
             LiteSVM().with_blockhash_check(False).with_transaction_history(0).with_sigverify(False)
         )
         self.validity_slots = validity_slots
+        self.finality_lag = finality_lag
+        # Per account, (slot, state before its first write in that slot), oldest first.
+        self._journal: dict[Pubkey, list[tuple[int, Account | None]]] = {}
         self.genesis_hash = genesis_hash or Hash.hash(b"relayq-devchain")
         self.slot = 1
         self.stats = LedgerStats()
@@ -154,6 +170,61 @@ class Ledger:
         """Move to the next slot: new clock, new blockhash."""
         self.slot += 1
         self._start_slot(self.slot)
+        if self.slot % 256 == 0:
+            self._forget_journal()
+
+    # -- views ------------------------------------------------------------------
+    def view_slot(self, commitment: str) -> int:
+        """The newest slot a read at `commitment` sees (processed, confirmed, finalized)."""
+        if commitment == "processed":
+            return self.slot
+        lag = 1 if commitment == "confirmed" else self.finality_lag
+        return max(1, self.slot - lag)
+
+    def block_height_at(self, commitment: str) -> int:
+        return self.view_slot(commitment)
+
+    def latest_blockhash_at(self, commitment: str) -> tuple[str, int]:
+        """The newest blockhash a read at `commitment` sees, and its lastValidBlockHeight."""
+        view = self.view_slot(commitment)
+        for blockhash in reversed(self._blockhashes):
+            issued = self._blockhashes[blockhash]
+            if issued <= view:
+                return blockhash, issued + self.validity_slots
+        oldest = next(iter(self._blockhashes))
+        return oldest, self._blockhashes[oldest] + self.validity_slots
+
+    def account_at(self, key: Pubkey, commitment: str) -> Account | None:
+        """The account as a read at `commitment` sees it (None: no account)."""
+        view = self.view_slot(commitment)
+        for written, before in self._journal.get(key, ()):
+            if written > view:
+                acct = before
+                return None if acct is None or acct.lamports == 0 else acct
+        return self.account(key)
+
+    def token_account_at(self, key: Pubkey, commitment: str) -> TokenAccount | None:
+        acct = self.account_at(key, commitment)
+        if acct is None or acct.owner != TOKEN_PROGRAM_ID or len(acct.data) != TOKEN_ACCOUNT_LEN:
+            return None
+        return TokenAccount.from_bytes(bytes(acct.data))
+
+    def _note_writes(self, keys: list[Pubkey]) -> None:
+        """Journal the state of each key before its first write in this slot."""
+        for key in keys:
+            entries = self._journal.setdefault(key, [])
+            if entries and entries[-1][0] == self.slot:
+                continue
+            entries.append((self.slot, self.svm.get_account(key)))
+            horizon = self.slot - self.finality_lag - 1
+            while len(entries) > 1 and entries[1][0] <= horizon:
+                del entries[0]
+
+    def _forget_journal(self) -> None:
+        """Drop what no view can see any more."""
+        horizon = self.slot - self.finality_lag - 1
+        for key in [k for k, e in self._journal.items() if e[-1][0] <= horizon]:
+            del self._journal[key]
 
     @property
     def block_height(self) -> int:
@@ -196,6 +267,7 @@ class Ledger:
         return TokenAccount.from_bytes(bytes(acct.data))
 
     def set_account(self, key: Pubkey, account: Account) -> None:
+        self._note_writes([key])
         self.svm.set_account(key, account)
 
     # -- transactions -----------------------------------------------------------
@@ -271,6 +343,7 @@ class Ledger:
         programs = {keys[ix.program_id_index] for ix in tx.message.instructions}
         payer = keys[0]
         pre_balances, pre_token = self._balances(keys, programs)
+        self._note_writes(writable_keys(tx))
         result = self.svm.send_transaction(tx)
         meta: TransactionMetadata
         if isinstance(result, FailedTransactionMetadata):
@@ -338,13 +411,19 @@ class Ledger:
     def record(self, signature: Signature) -> TxRecord | None:
         return self._records.get(signature)
 
-    def status(self, signature: Signature, search_history: bool) -> dict[str, Any] | None:
-        """The RPC's getSignatureStatuses entry for a signature, or None if unknown."""
+    def status(
+        self, signature: Signature, search_history: bool, at: int | None = None
+    ) -> dict[str, Any] | None:
+        """The RPC's getSignatureStatuses entry for a signature, or None if unknown,
+        as a node at slot `at` (default: the newest) answers it."""
+        at = self.slot if at is None else at
         rec = self._records.get(signature)
-        if rec is None or (not search_history and rec.slot < self.slot - STATUS_CACHE_SLOTS):
+        if rec is None or rec.slot > at:
             return None
-        depth = self.slot - rec.slot
-        if depth >= FINALIZED_DEPTH:
+        if not search_history and rec.slot < at - STATUS_CACHE_SLOTS:
+            return None
+        depth = at - rec.slot
+        if depth >= self.finality_lag:
             confirmations, level = None, "finalized"
         else:
             confirmations, level = depth, "confirmed" if depth > 0 else "processed"
@@ -358,7 +437,7 @@ class Ledger:
 
     def confirmation(self, slot: int) -> str:
         depth = self.slot - slot
-        if depth >= FINALIZED_DEPTH:
+        if depth >= self.finality_lag:
             return "finalized"
         return "confirmed" if depth > 0 else "processed"
 

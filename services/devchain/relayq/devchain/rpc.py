@@ -12,11 +12,17 @@ default, base64; preflight or skipPreflight), simulateTransaction, requestAirdro
 Anything else is -32601. Preflight failures are -32002 with the simulation
 result as `data`; a bad signature is -32003; bad input -32602.
 
-Reads see the newest (processed) state whatever `commitment` asks, except
-getTransaction, which, like the validator, finds a transaction only once it
-reaches the requested commitment (default finalized: 32 slots) and refuses
-`processed`. Statuses move processed -> confirmed (next slot) -> finalized
-(32 slots later).
+Reads honour `commitment` (default `finalized`, as a validator's): getSlot,
+getBlockHeight, getEpochInfo, getLatestBlockhash, getBalance, getAccountInfo,
+getMultipleAccounts and getTokenAccountBalance answer from the ledger's view
+at that level (processed: the newest slot; confirmed: one behind; finalized:
+`--finality-lag` slots behind), with that view's slot as `context.slot`.
+getTransaction, like the validator, finds a transaction only once it reaches
+the requested commitment and refuses `processed`. Statuses move processed ->
+confirmed (next slot) -> finalized (the lag later); their `context.slot` is
+the newest slot. A node without transaction history (fault `historyOff`)
+answers -32011 to getSignatureStatuses with `searchTransactionHistory`; one
+behind (fault `statusLagSlots`) answers it from an older slot.
 """
 
 from __future__ import annotations
@@ -45,7 +51,13 @@ from relayq.devchain.codec import (
     ui_token_amount,
 )
 from relayq.devchain.faults import Faults
-from relayq.devchain.ledger import FINALIZED_DEPTH, MINT_LEN, TOKEN_ACCOUNT_LEN, Ledger, Rejected
+from relayq.devchain.ledger import (
+    COMMITMENTS,
+    MINT_LEN,
+    TOKEN_ACCOUNT_LEN,
+    Ledger,
+    Rejected,
+)
 from relayq.devchain.responses import (
     RpcError,
     encode_account,
@@ -82,6 +94,14 @@ def _config(params: list[Any], index: int) -> dict[str, Any]:
     return value
 
 
+def _commitment(params: list[Any], index: int) -> str:
+    """The `commitment` of the config object at `index`; finalized when absent."""
+    value = _config(params, index).get("commitment", "finalized")
+    if value not in COMMITMENTS:
+        raise invalid(f"Invalid params: commitment must be one of {', '.join(COMMITMENTS)}")
+    return str(value)
+
+
 def _arg(params: list[Any], index: int, name: str) -> Any:
     if len(params) <= index:
         raise invalid(f"Invalid params: missing `{name}`")
@@ -109,8 +129,13 @@ class SolanaRpc:
             raise RpcError(-32601, "Method not found")
         return handler(params)
 
-    def _ctx(self, value: Any) -> dict[str, Any]:
-        return {"context": {"slot": self.ledger.slot, "apiVersion": API_VERSION}, "value": value}
+    def _ctx(self, value: Any, slot: int | None = None) -> dict[str, Any]:
+        at = self.ledger.slot if slot is None else slot
+        return {"context": {"slot": at, "apiVersion": API_VERSION}, "value": value}
+
+    def _at(self, value: Any, commitment: str) -> dict[str, Any]:
+        """An answer read at `commitment`: its context is that view's slot."""
+        return self._ctx(value, self.ledger.view_slot(commitment))
 
     # -- cluster --------------------------------------------------------------
     def m_getHealth(self, params: list[Any]) -> str:
@@ -123,19 +148,20 @@ class SolanaRpc:
         return str(self.ledger.genesis_hash)
 
     def m_getSlot(self, params: list[Any]) -> int:
-        return self.ledger.slot
+        return self.ledger.view_slot(_commitment(params, 0))
 
     def m_getBlockHeight(self, params: list[Any]) -> int:
-        return self.ledger.block_height
+        return self.ledger.block_height_at(_commitment(params, 0))
 
     def m_getTransactionCount(self, params: list[Any]) -> int:
         return self.ledger.transaction_count
 
     def m_getEpochInfo(self, params: list[Any]) -> dict[str, Any]:
-        slot = self.ledger.slot
+        commitment = _commitment(params, 0)
+        slot = self.ledger.view_slot(commitment)
         return {
             "absoluteSlot": slot,
-            "blockHeight": self.ledger.block_height,
+            "blockHeight": self.ledger.block_height_at(commitment),
             "epoch": slot // SLOTS_PER_EPOCH,
             "slotIndex": slot % SLOTS_PER_EPOCH,
             "slotsInEpoch": SLOTS_PER_EPOCH,
@@ -143,8 +169,9 @@ class SolanaRpc:
         }
 
     def m_getLatestBlockhash(self, params: list[Any]) -> dict[str, Any]:
-        blockhash, last_valid = self.ledger.latest_blockhash()
-        return self._ctx({"blockhash": blockhash, "lastValidBlockHeight": last_valid})
+        commitment = _commitment(params, 0)
+        blockhash, last_valid = self.ledger.latest_blockhash_at(commitment)
+        return self._at({"blockhash": blockhash, "lastValidBlockHeight": last_valid}, commitment)
 
     def m_isBlockhashValid(self, params: list[Any]) -> dict[str, Any]:
         value = _arg(params, 0, "blockhash")
@@ -175,10 +202,12 @@ class SolanaRpc:
 
     # -- accounts -------------------------------------------------------------
     def m_getBalance(self, params: list[Any]) -> dict[str, Any]:
-        return self._ctx(self.ledger.balance(_pubkey(_arg(params, 0, "pubkey"))))
+        commitment = _commitment(params, 1)
+        acct = self.ledger.account_at(_pubkey(_arg(params, 0, "pubkey")), commitment)
+        return self._at(0 if acct is None else acct.lamports, commitment)
 
     def _account_value(self, key: Pubkey, config: dict[str, Any]) -> dict[str, Any] | None:
-        acct = self.ledger.account(key)
+        acct = self.ledger.account_at(key, _commitment([config], 0))
         return (
             None
             if acct is None
@@ -187,21 +216,24 @@ class SolanaRpc:
 
     def m_getAccountInfo(self, params: list[Any]) -> dict[str, Any]:
         key = _pubkey(_arg(params, 0, "pubkey"))
-        return self._ctx(self._account_value(key, _config(params, 1)))
+        value = self._account_value(key, _config(params, 1))
+        return self._at(value, _commitment(params, 1))
 
     def m_getMultipleAccounts(self, params: list[Any]) -> dict[str, Any]:
         keys = _arg(params, 0, "pubkeys")
         if not isinstance(keys, list) or len(keys) > MAX_MULTIPLE_ACCOUNTS:
             raise invalid(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
         config = _config(params, 1)
-        return self._ctx([self._account_value(_pubkey(k), config) for k in keys])
+        values = [self._account_value(_pubkey(k), config) for k in keys]
+        return self._at(values, _commitment(params, 1))
 
     def m_getTokenAccountBalance(self, params: list[Any]) -> dict[str, Any]:
-        state = self.ledger.token_account(_pubkey(_arg(params, 0, "pubkey")))
+        commitment = _commitment(params, 1)
+        state = self.ledger.token_account_at(_pubkey(_arg(params, 0, "pubkey")), commitment)
         decimals = None if state is None else self.ledger.mint_decimals(state.mint)
         if state is None or decimals is None:
             raise invalid("Invalid param: not a Token account")
-        return self._ctx(ui_token_amount(state.amount, decimals))
+        return self._at(ui_token_amount(state.amount, decimals), commitment)
 
     def m_getTokenSupply(self, params: list[Any]) -> dict[str, Any]:
         acct = self.ledger.account(_pubkey(_arg(params, 0, "pubkey")))
@@ -239,7 +271,10 @@ class SolanaRpc:
         if not isinstance(sigs, list) or len(sigs) > MAX_SIGNATURE_STATUSES:
             raise invalid(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
         search = bool(_config(params, 1).get("searchTransactionHistory", False))
-        return self._ctx([self.ledger.status(self._signature(s), search) for s in sigs])
+        if search and self.faults.history_off:
+            raise RpcError(-32011, "Transaction history is not available from this node")
+        at = max(1, self.ledger.slot - self.faults.status_lag_slots)
+        return self._ctx([self.ledger.status(self._signature(s), search, at) for s in sigs], at)
 
     @staticmethod
     def _signature(value: Any) -> Signature:
@@ -255,7 +290,7 @@ class SolanaRpc:
         if commitment not in ("confirmed", "finalized"):
             raise invalid("Method does not support commitment below `confirmed`")
         rec = self.ledger.record(sig)
-        depth = FINALIZED_DEPTH if commitment == "finalized" else 1
+        depth = self.ledger.finality_lag if commitment == "finalized" else 1
         if rec is None or self.ledger.slot - rec.slot < depth:
             return None
         max_version = config.get("maxSupportedTransactionVersion")

@@ -15,8 +15,9 @@ Routes:
   see `relayq.devchain.faults`.
 
 A background task produces a slot every `--slot-ms` milliseconds; bundles
-land at slot boundaries. Everything touching LiteSVM runs on the event loop
-thread.
+land at slot boundaries; the finalized view lags the newest slot by
+`--finality-lag` slots (see `relayq.devchain.ledger`). Everything touching
+LiteSVM runs on the event loop thread.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from solders.hash import Hash
 
 from relayq.devchain.faults import FaultError, Faults
 from relayq.devchain.jito import BundleEngine, BundleError
-from relayq.devchain.ledger import Ledger
+from relayq.devchain.ledger import FINALIZED_DEPTH, Ledger
 from relayq.devchain.responses import RpcError
 from relayq.devchain.rpc import SolanaRpc
 from relayq.devchain.seed import Genesis, create_genesis, write_manifest
@@ -56,6 +57,8 @@ class DevchainConfig:
     state_dir: Path = Path(".run/devchain")  # .run/ holds local state and is git-ignored
     slot_ms: int = 400
     validity_slots: int = 150
+    # How many slots the finalized view lags the newest (the cluster's 31+1 votes).
+    finality_lag: int = FINALIZED_DEPTH
     seed: str = "relayq-devchain"
     faults: bool = False
     jito_rate_limit: int = 50
@@ -89,7 +92,7 @@ class Devchain:
         self.config = config
         self.genesis = Genesis.derive(config.seed)
         genesis_hash = Hash.hash(f"relayq-devchain/{config.seed}/genesis".encode())
-        self.ledger = Ledger(config.validity_slots, genesis_hash)
+        self.ledger = Ledger(config.validity_slots, genesis_hash, config.finality_lag)
         create_genesis(self.ledger, self.genesis)
         self.faults = Faults()
         self.rpc = SolanaRpc(self.ledger, self.faults, self.genesis.faucet)
@@ -333,6 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where chain.json and the keypair files are written")  # fmt: skip
     parser.add_argument("--slot-ms", type=int, default=d.slot_ms)
     parser.add_argument("--blockhash-validity-slots", type=int, default=d.validity_slots)
+    parser.add_argument("--finality-lag", type=int, default=d.finality_lag,
+                        help="slots the finalized view lags the newest")  # fmt: skip
     parser.add_argument("--seed", default=d.seed, help="derives every key of the genesis state")
     parser.add_argument("--faults", action="store_true", help="enable /devchain/faults")
     parser.add_argument("--jito-rate-limit", type=int, default=d.jito_rate_limit,
@@ -349,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.slot_ms <= 0 or args.blockhash_validity_slots <= 0:
         parser.error("--slot-ms and --blockhash-validity-slots must be positive")
+    if args.finality_lag < 1:
+        parser.error("--finality-lag must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = DevchainConfig(
         host=args.host,
@@ -356,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         state_dir=args.state_dir,
         slot_ms=args.slot_ms,
         validity_slots=args.blockhash_validity_slots,
+        finality_lag=args.finality_lag,
         seed=args.seed,
         faults=args.faults,
         jito_rate_limit=args.jito_rate_limit,

@@ -186,6 +186,14 @@ class Recovery:
             )
         for stalled in poison:
             summary.poison += 1
+            task = await self.store.get(stalled.task_id)
+            if task is not None and task.crash_safe:
+                # Crash-safe by protocol (it may have moved money): parked, never failed.
+                await self.lifecycle.park_unclaimed(
+                    stalled.task_id, type_=stalled.type, priority=priority, reason="deliveries",
+                    details={"deliveries": stalled.deliveries},
+                )  # fmt: skip
+                continue
             failed = await self.lifecycle.dead_letter(
                 stalled.task_id,
                 type_=stalled.type,

@@ -39,7 +39,13 @@ from relayq.relayer.chain.swap import LegPlan
 from relayq.relayer.memo import purchase_memo
 from relayq.relayer.purchases import Purchase, PurchaseLeg, SwapState
 from relayq.relayer.relayer import PACKET_DATA_SIZE, Relayer
-from relayq.relayer.settle import SwapCheck, Verdict, check_swap, record_verdict
+from relayq.relayer.settle import (
+    SwapCheck,
+    Verdict,
+    check_swap,
+    park_partial_swap,
+    record_verdict,
+)
 from relayq.relayer.signing import signed_size
 
 log = logging.getLogger("relayq.relayer")
@@ -246,6 +252,12 @@ async def _conclude(
         task = failed or task
         log_event(log, logging.WARNING, "swap failed", task_id=task.id, error=check.error)
         return BuyResult(task, purchase, "failed", created=True)
+    if check.verdict is Verdict.PARTIAL:
+        PURCHASES.labels(outcome="needs_review").inc()
+        parked = await park_partial_swap(relayer, task, purchase)
+        task = parked or task
+        log_event(log, logging.WARNING, "swap partly landed", task_id=task.id, error=check.error)
+        return BuyResult(task, purchase, task.state.value, created=True)
     PURCHASES.labels(outcome="swap_pending").inc()
     await service.submit(
         JobRequest(

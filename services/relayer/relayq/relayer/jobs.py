@@ -2,7 +2,10 @@
 
 Name it in RELAYQ_JOB_MODULES (`relayq.relayer.jobs`). The job types are
 internal: created by the purchase route and by each other, never submitted by
-clients. `startup` opens the process's Relayer from the chain settings
+clients, and crash-safe: each finishes or stops safely whatever crashed it, so
+past a delivery or attempt limit its task is parked for review, never failed
+(once a swap has landed, a purchase ends `completed` or `needs_review`).
+`startup` opens the process's Relayer from the chain settings
 (RELAYQ_SOLANA_RPC_URL and the rest, or a ChainSettings seeded into the
 context under CHAIN_SETTINGS) and handlers reach it through their context;
 `shutdown` closes it. The gateway mounts `ROUTES` (buy tokens, list bundles).
@@ -18,6 +21,7 @@ from relayq.core.jobs import (
     InvalidPayload,
     JobContext,
     JobType,
+    NeedsReview,
     PermanentError,
     Task,
     TaskState,
@@ -27,10 +31,18 @@ from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.core.telemetry import log_event
 from relayq.relayer.buy import DB_UPDATE, SWAP_SETTLE, TOKEN_TRANSFER
+from relayq.relayer.chain.errors import ChainError
 from relayq.relayer.chain.settings import ChainSettings
 from relayq.relayer.purchases import Purchase, SwapState
 from relayq.relayer.relayer import Relayer, open_relayer
-from relayq.relayer.settle import Verdict, check_swap, record_verdict
+from relayq.relayer.settle import (
+    PARTIAL_SWAP,
+    Verdict,
+    check_swap,
+    park_partial_swap,
+    partial_swap_details,
+    record_verdict,
+)
 from relayq.relayer.transfer import run_transfer
 
 ROUTES = "relayq.relayer.routes"
@@ -54,7 +66,36 @@ async def startup(ctx: ProcessContext) -> None:
         ctx.state[RELAYER] = open_relayer(chain, ctx.clients)
         ctx.state[_OWNED] = True
     relayer: Relayer = ctx.state[RELAYER]
+    await _require_history(ctx, relayer)
     await relayer.purchases.ensure_indexes()
+
+
+class RpcWithoutHistory(RuntimeError):
+    """The RPC keeps no transaction history: the relayer cannot run on it safely."""
+
+
+async def _require_history(ctx: ProcessContext, relayer: Relayer) -> None:
+    """Refuse to start on an RPC that cannot find old transactions.
+
+    Such a node reports a landed transfer older than its status cache as unknown,
+    and the transfer would be signed (and land) again.
+    """
+    try:
+        keeps = await relayer.rpc.keeps_history()
+    except ChainError as exc:
+        await shutdown(ctx)
+        raise RpcWithoutHistory(
+            f"cannot tell whether the Solana RPC at {relayer.rpc.url} keeps transaction "
+            f"history ({exc}); the relayer does not start without knowing"
+        ) from exc
+    if not keeps:
+        await shutdown(ctx)
+        raise RpcWithoutHistory(
+            f"the Solana RPC at {relayer.rpc.url} keeps no transaction history "
+            "(getSignatureStatuses with searchTransactionHistory answers -32011): the relayer "
+            "refuses to start, since a landed transfer would look unknown and be sent again; "
+            "point RELAYQ_SOLANA_RPC_URL at a node with --enable-rpc-transaction-history"
+        )
 
 
 async def shutdown(ctx: ProcessContext) -> None:
@@ -68,10 +109,15 @@ def relayer_in(ctx: ProcessContext | None) -> Relayer | None:
     return relayer
 
 
+class RelayerMissing(RuntimeError):
+    """This process has no relayer: retried (another worker may have one), parked past
+    the attempts; never a dead letter, since the purchase may already be paid for."""
+
+
 def _relayer(ctx: JobContext) -> Relayer:
     relayer = relayer_in(ctx.process)
     if relayer is None:
-        raise PermanentError("the relayer is not configured in this process")
+        raise RelayerMissing("the relayer is not configured in this process")
     return relayer
 
 
@@ -111,6 +157,8 @@ async def swap_settle(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any
         return {"swap": purchase.swap["state"], "task": None if task is None else task.state.value}
     if purchase.swap["state"] == SwapState.LANDED.value:
         await service.dispatch_pending([task])
+    elif purchase.swap["state"] == SwapState.PARTIAL.value:
+        await park_partial_swap(relayer, task, purchase)
     else:
         await service.lifecycle.dead_letter(
             task.id, type_=task.type, priority=task.priority,
@@ -126,6 +174,8 @@ async def token_transfer(payload: dict[str, Any], ctx: JobContext) -> dict[str, 
     purchase = await _settled(relayer, await _purchase(relayer, ctx.task_id))
     if purchase.swap["state"] == SwapState.FAILED.value:
         raise PermanentError(f"swap failed: {purchase.swap.get('error')}")
+    if purchase.swap["state"] == SwapState.PARTIAL.value:
+        raise NeedsReview(PARTIAL_SWAP, partial_swap_details(purchase))
     done = await run_transfer(relayer, purchase)
     await relayer.clients.service.submit(
         JobRequest(
@@ -164,6 +214,7 @@ JOB_TYPES = [
         max_attempts=10,
         validate=_purchase_id,
         internal=True,
+        crash_safe=True,
         description="Decides a purchase's swap bundle from the chain, then releases its transfer.",
     ),
     JobType(
@@ -173,6 +224,7 @@ JOB_TYPES = [
         timeout_seconds=120,
         max_attempts=8,
         internal=True,
+        crash_safe=True,
         description="Transfers a purchase's tokens to the contract, exactly once.",
     ),
     JobType(
@@ -183,6 +235,7 @@ JOB_TYPES = [
         max_attempts=5,
         validate=_purchase_id,
         internal=True,
+        crash_safe=True,
         description="Records a purchase in the user's history and holdings.",
     ),
 ]

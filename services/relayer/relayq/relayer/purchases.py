@@ -26,6 +26,8 @@ class SwapState(StrEnum):
     SIGNED = "signed"  # written, maybe sent: look the signatures up before deciding
     LANDED = "landed"
     FAILED = "failed"
+    # Some of its transactions landed, the rest expired: parked for review (landed, missing).
+    PARTIAL = "partial"
 
 
 class TransferState(StrEnum):
@@ -170,7 +172,11 @@ class PurchaseStore:
     async def settle_swap(
         self, purchase_id: str, state: SwapState, **fields: Any
     ) -> Purchase | None:
-        """Record the swap's outcome once; None when it was already settled."""
+        """Record the swap's outcome once; None when it was already settled.
+
+        Compare-and-set on the state read (`signed`); a swap's signatures never
+        change after they are written, so the state alone names what was read.
+        """
         sets = {"swap.state": state.value, "swap.settledAt": now()}
         sets.update({f"swap.{k}": v for k, v in fields.items()})
         doc = await with_transient_retry(
@@ -183,9 +189,11 @@ class PurchaseStore:
         return _purchase(doc) if doc is not None else None
 
     async def swap_sent(self, purchase_id: str, bundle_id: str) -> None:
+        """Note the bundle id of the latest send, while the swap is still undecided."""
         await with_transient_retry(
             lambda: self.purchases.update_one(
-                {"_id": purchase_id}, {"$set": {"swap.bundleId": bundle_id}}
+                {"_id": purchase_id, "swap.state": SwapState.SIGNED.value},
+                {"$set": {"swap.bundleId": bundle_id}},
             )
         )
 
@@ -204,12 +212,35 @@ class PurchaseStore:
         )
         return bool(result.modified_count)
 
-    async def settle_transfer(self, purchase_id: str, state: TransferState, **fields: Any) -> None:
+    async def settle_transfer(
+        self,
+        purchase_id: str,
+        read: Mapping[str, Any],
+        state: TransferState,
+        **fields: Any,
+    ) -> Purchase | None:
+        """Record the transfer's outcome, if it is still the one this run read.
+
+        Compare-and-set on the signature and state in `read` (the transfer as
+        the caller read it): a stale run whose lease expired cannot write
+        `failed` over `confirmed`, nor settle a signing that was replaced.
+        Returns the purchase as stored, or None when another writer got there
+        first: read the purchase again and act on what it says.
+        """
         sets = {"transfer.state": state.value}
         sets.update({f"transfer.{k}": v for k, v in fields.items()})
-        await with_transient_retry(
-            lambda: self.purchases.update_one({"_id": purchase_id}, {"$set": sets})
+        doc = await with_transient_retry(
+            lambda: self.purchases.find_one_and_update(
+                {
+                    "_id": purchase_id,
+                    "transfer.signature": read.get("signature"),
+                    "transfer.state": read.get("state"),
+                },
+                {"$set": sets},
+                return_document=ReturnDocument.AFTER,
+            )
         )
+        return _purchase(doc) if doc is not None else None
 
     async def record(self, purchase: Purchase) -> bool:
         """Add the purchase to the user's history (so its holdings), once; False if it was."""

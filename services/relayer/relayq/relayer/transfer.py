@@ -3,10 +3,13 @@
 Sign, persist, send. Any later run looks the persisted signature up first:
 known and successful is done; unknown while its blockhash is valid is sent
 again with the same bytes (the cluster runs a signature at most once); a new
-transaction is signed only once the old blockhash has expired and the old
-signature is still unknown, so the old one can never land. Persisting a new
-signing is a compare-and-set on the old signature, so two runs cannot both
-sign and send.
+transaction is signed only once the old blockhash has expired at the
+finalized view and the old signature is still unknown to a node that has seen
+that far, so the old one can never land. Persisting a new signing is a
+compare-and-set on the old signature, so two runs cannot both sign and send;
+after `transfer_max_signings` signings the task is parked for review. The
+relayer refuses to start on an RPC without transaction history (jobs.startup),
+where a landed transfer older than the status cache would look unknown.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any
 
 from solders.instruction import Instruction
@@ -30,7 +34,7 @@ from spl.token.instructions import (
 from spl.token.models import TransferCheckedParams
 
 from relayq.core.failpoints import failpoint
-from relayq.core.jobs import Defer, PermanentError
+from relayq.core.jobs import Defer, NeedsReview
 from relayq.core.store import now
 from relayq.relayer.chain.errors import ChainRejected
 from relayq.relayer.chain.metrics import TRANSFERS
@@ -76,28 +80,48 @@ async def run_transfer(relayer: Relayer, purchase: Purchase) -> dict[str, Any]:
     """Bring the purchase's transfer to confirmed.
 
     Returns {signature, slot}; raises Defer while waiting on the chain and
-    PermanentError when the transfer cannot succeed (nothing more is sent).
+    NeedsReview when it cannot go on alone (the transfer failed on chain, the
+    relayer is short of tokens): the buyer has paid, so nothing ends `failed`.
     """
     t = purchase.transfer
     if t.get("state") == TransferState.CONFIRMED.value:
         return {"signature": t["signature"], "slot": t.get("slot")}
     if t.get("state") == TransferState.FAILED.value:
-        raise PermanentError(f"token transfer failed: {t.get('error')}")
+        # The swap landed: the relayer holds the buyer's tokens. Deliver or refund is
+        # an operator's call, never a silent failure.
+        raise NeedsReview(
+            "transfer-failed", {"signature": t.get("signature"), "error": t.get("error")}
+        )
     current = t.get("signature")
     if current is not None:
         sig = Signature.from_string(current)
         done = await _settle_if_known(relayer, purchase, sig)
         if done is not None:
             return done
-        if await relayer.rpc.block_height() <= int(t["lastValidBlockHeight"]):
+        # Expiry is decided at `finalized`: a confirmed height can be taken back by a fork.
+        final = await relayer.rpc.finalized_height()
+        if final.height <= int(t["lastValidBlockHeight"]):
             tx = VersionedTransaction.from_bytes(base64.b64decode(t["transaction"]))
             await _send(relayer, tx)
             TRANSFERS.labels(outcome="resent").inc()
             return await _confirm(relayer, purchase, sig)
-        # Expired: a landing between the two reads is still possible; look once more.
-        done = await _settle_if_known(relayer, purchase, sig)
+        # Expired, so it can no longer land; but it may have landed before. Only a node
+        # that has seen the slot where expiry was seen may say it did not.
+        seen_at, [state] = await relayer.rpc.statuses_seen([sig])
+        if seen_at < final.slot:
+            raise Defer(
+                RECHECK_SECONDS,
+                f"status answer at slot {seen_at} is behind the expiry seen at slot {final.slot}",
+            )
+        done = await _settle(relayer, purchase, sig, state)
         if done is not None:
             return done
+    signings = t.get("signatures", [])
+    if len(signings) >= relayer.chain.transfer_max_signings:
+        raise NeedsReview(
+            "signing-cap",
+            {"signatures": list(signings), "limit": relayer.chain.transfer_max_signings},
+        )
     return await _sign_and_send(relayer, purchase, current)
 
 
@@ -119,6 +143,7 @@ async def _sign_and_send(
     }
     if not await relayer.purchases.put_transfer(purchase.id, previous, signed):
         raise Defer(POLL_SECONDS, "another run signed this transfer; looking it up")
+    purchase = replace(purchase, transfer=signed)
     if previous is not None:
         TRANSFERS.labels(outcome="resigned").inc()
     failpoint("transfer.after_persist")
@@ -141,12 +166,13 @@ async def _check_funds(relayer: Relayer, purchase: Purchase) -> None:
             get_associated_token_address(owner, Pubkey.from_string(leg.mint))
         )
         if held < leg.amount:
-            TRANSFERS.labels(outcome="failed").inc()
-            error = (
-                f"relayer holds {held} base units of {leg.symbol}, the transfer needs {leg.amount}"
-            )
-            await relayer.purchases.settle_transfer(purchase.id, TransferState.FAILED, error=error)
-            raise PermanentError(error)
+            # Nothing was signed; the swap landed, so the buyer has paid: an operator decides.
+            raise NeedsReview(
+                "relayer-short-of-tokens",
+                {"mint": leg.mint, "held": held, "needed": leg.amount,
+                 "error": f"relayer holds {held} base units of {leg.symbol}, "
+                          f"the transfer needs {leg.amount}"},
+            )  # fmt: skip
 
 
 async def _settle_if_known(
@@ -162,19 +188,36 @@ async def _settle(
     if state is None:
         return None
     if not state.succeeded:
-        TRANSFERS.labels(outcome="failed").inc()
+        if state.confirmation != "finalized":
+            # Only the chain at a finalized view decides a failure.
+            raise Defer(RECHECK_SECONDS, f"transfer {sig} failed, waiting for finality")
         error = f"transfer {sig} failed on chain: {state.error}"
-        await relayer.purchases.settle_transfer(
-            purchase.id, TransferState.FAILED, slot=state.slot, error=error
+        stored = await relayer.purchases.settle_transfer(
+            purchase.id, purchase.transfer, TransferState.FAILED, slot=state.slot, error=error
         )
-        raise PermanentError(error)
+        if stored is None:
+            return await _superseded(relayer, purchase)
+        TRANSFERS.labels(outcome="failed").inc()
+        raise NeedsReview("transfer-failed", {"signature": str(sig), "error": error})
     if not state.confirmed:
         raise Defer(POLL_SECONDS, "transfer processed, waiting for confirmation")
-    await relayer.purchases.settle_transfer(
-        purchase.id, TransferState.CONFIRMED, slot=state.slot, confirmedAt=now()
-    )
+    stored = await relayer.purchases.settle_transfer(
+        purchase.id, purchase.transfer, TransferState.CONFIRMED, slot=state.slot,
+        confirmedAt=now(),
+    )  # fmt: skip
+    if stored is None:
+        return await _superseded(relayer, purchase)
     TRANSFERS.labels(outcome="confirmed").inc()
     return {"signature": str(sig), "slot": state.slot}
+
+
+async def _superseded(relayer: Relayer, purchase: Purchase) -> dict[str, Any]:
+    """Another run changed the transfer since this one read it: its record stands."""
+    stored = await relayer.purchases.get(purchase.id)
+    t = {} if stored is None else stored.transfer
+    if t.get("state") == TransferState.CONFIRMED.value:
+        return {"signature": t["signature"], "slot": t.get("slot")}
+    raise Defer(POLL_SECONDS, "another run changed this transfer; looking it up again")
 
 
 async def _confirm(relayer: Relayer, purchase: Purchase, sig: Signature) -> dict[str, Any]:

@@ -194,9 +194,7 @@ class TaskExecutor:
             return await self._defer(task, exc)
         except NeedsReview as exc:
             RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
-            parked = await self.lifecycle.park(task, exc.reason, exc.details)
-            outcome = "parked" if parked is not None else "dropped"
-            JOBS.labels(priority=p, type=task.type, outcome=outcome).inc()
+            await self._park(task, exc.reason, exc.details)
             return Ack()
         except Exception as exc:
             RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
@@ -205,7 +203,10 @@ class TaskExecutor:
             else:
                 error = _error_text(exc)
             if task.attempts >= task.max_attempts:
-                await self._dead_letter(task, error, "attempts")
+                if job_type.crash_safe:
+                    await self._park(task, "attempts", {"error": error})
+                else:
+                    await self._dead_letter(task, error, "attempts")
                 return Ack()
             cls = self.settings.priority_class(delivery.priority)
             delay = job_type.backoff_seconds(cls, task.attempts, self._rng)
@@ -256,6 +257,12 @@ class TaskExecutor:
         )  # fmt: skip
         return RetryIn(exc.seconds) if deferred is not None else Ack()
 
+    async def _park(self, task: Task, reason: str, details: dict[str, Any]) -> None:
+        """Park the task this worker holds (needs_review), counted."""
+        parked = await self.lifecycle.park(task, reason, details)
+        outcome = "parked" if parked is not None else "dropped"
+        JOBS.labels(priority=task.priority.value, type=task.type, outcome=outcome).inc()
+
     async def _dead_letter(self, task: Task, error: str, reason: str) -> None:
         """Dead-letter the task this worker holds (attempts used up, permanent error)."""
         await self._fail(
@@ -295,10 +302,23 @@ class TaskExecutor:
             JOBS.labels(priority=priority.value, type=label, outcome="dropped").inc()
 
     async def poison(self, delivery: Delivery) -> None:
-        """A delivery handed out more than max_deliveries times: dead-letter its task."""
-        await self._fail_unclaimed(
-            delivery, f"poison: delivered {delivery.deliveries} times without finishing", "poison"
-        )
+        """A delivery handed out more than max_deliveries times: dead-letter its task.
+
+        A crash-safe type's task is parked instead: its handler finishes or
+        stops safely whatever crashed it, so the count proves nothing about the
+        job, and a task that may have moved money must not end `failed`.
+        """
+        msg = delivery.message
+        error = f"poison: delivered {delivery.deliveries} times without finishing"
+        if msg.type in self.registry and self.registry.get(msg.type).crash_safe:
+            parked = await self.lifecycle.park_unclaimed(
+                msg.task_id, type_=msg.type, priority=delivery.priority, reason="deliveries",
+                details={"deliveries": delivery.deliveries, "error": error},
+            )  # fmt: skip
+            if parked is not None:
+                JOBS.labels(priority=delivery.priority.value, type=msg.type, outcome="parked").inc()
+            return
+        await self._fail_unclaimed(delivery, error, "poison")
 
     async def give_back(self, delivery: Delivery) -> bool:
         """Return an abandoned run's task to `retrying`, its attempt not counted."""

@@ -20,7 +20,7 @@ CHAIN_REQUEST_SECONDS = Histogram(
 )
 PURCHASES = Counter(
     "relayq_purchases_total",
-    "Purchase requests by outcome: accepted (swap landed), swap_pending, failed.",
+    "Purchase requests by outcome: accepted (swap landed), swap_pending, failed, needs_review.",
     ["outcome"],
 )
 SWAP_SECONDS = Histogram(

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Confirmed
+from solana.rpc.commitment import Confirmed, Finalized
 from solana.rpc.core import RPCException
 from solana.rpc.models import TxOpts
 from solders.hash import Hash
@@ -36,6 +36,18 @@ class Blockhash:
 
     value: Hash
     last_valid_block_height: int
+
+
+@dataclass(frozen=True)
+class FinalizedHeight:
+    """The block height at the finalized view, and that view's slot (one answer)."""
+
+    height: int
+    slot: int
+
+
+# A node that keeps no transaction history answers a history search with this code.
+HISTORY_NOT_AVAILABLE = -32011
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,36 @@ class SolanaRpc:
         resp = await self._read("getBlockHeight", lambda: self.client.get_block_height())
         return int(resp.value)
 
+    async def finalized_height(self) -> FinalizedHeight:
+        """Block height and slot at `finalized`: what no fork can take back.
+
+        Read in one answer (getEpochInfo), so the slot is the one that height was seen at,
+        even behind a load balancer.
+        """
+        resp = await self._read(
+            "getEpochInfo", lambda: self.client.get_epoch_info(commitment=Finalized)
+        )
+        return FinalizedHeight(int(resp.value.block_height), int(resp.value.absolute_slot))
+
+    async def keeps_history(self) -> bool:
+        """Whether the node answers history searches (False: it answers -32011).
+
+        Without history a landed transaction older than the status cache looks unknown,
+        and a transfer could be signed twice.
+        """
+        probe = [Signature(bytes(64))]
+        try:
+            await self._read(
+                "getSignatureStatuses",
+                lambda: self.client.get_signature_statuses(probe, search_transaction_history=True),
+            )
+        except ChainRejected as exc:
+            # solders parses this error into a fieldless enum that carries no code.
+            if exc.code == HISTORY_NOT_AVAILABLE or "TransactionHistoryNotAvailable" in str(exc):
+                return False
+            raise
+        return True
+
     async def balance(self, owner: Pubkey) -> int:
         resp = await self._read("getBalance", lambda: self.client.get_balance(owner))
         return int(resp.value)
@@ -131,8 +173,18 @@ class SolanaRpc:
 
     async def statuses(self, signatures: Sequence[Signature]) -> list[SignatureState | None]:
         """The cluster's knowledge of each signature (None: unknown), history included."""
+        return (await self.statuses_seen(signatures))[1]
 
-        async def op() -> list[SignatureState | None]:
+    async def statuses_seen(
+        self, signatures: Sequence[Signature]
+    ) -> tuple[int, list[SignatureState | None]]:
+        """`statuses`, with the slot the answering node had reached (its context.slot).
+
+        An unknown signature means "not landed" only from a node that has seen at
+        least as far as the caller's evidence: compare this slot with it.
+        """
+
+        async def op() -> tuple[int, list[SignatureState | None]]:
             resp = await self.client.get_signature_statuses(
                 list(signatures), search_transaction_history=True
             )
@@ -149,7 +201,7 @@ class SolanaRpc:
                         confirmation=_confirmation(level),
                     )
                 )
-            return out
+            return int(resp.context.slot), out
 
         return await self._read("getSignatureStatuses", op)
 

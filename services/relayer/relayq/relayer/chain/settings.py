@@ -51,6 +51,9 @@ class ChainSettings:
             (`RELAYQ_CHAIN_TIMEOUT_SECONDS`).
         purchase_concurrency: purchases one gateway process swaps at once; more wait
             their turn (`RELAYQ_PURCHASE_CONCURRENCY`).
+        transfer_max_signings: transactions signed for one purchase's transfer at most;
+            one more signing would be needed means the task is parked for review
+            (`RELAYQ_TRANSFER_MAX_SIGNINGS`).
     """
 
     rpc_url: str = "http://127.0.0.1:8899"
@@ -68,6 +71,7 @@ class ChainSettings:
     confirm_wait_seconds: float = 15.0
     request_timeout_seconds: float = 5.0
     purchase_concurrency: int = 32
+    transfer_max_signings: int = 3
 
     @property
     def configured(self) -> bool:
@@ -108,6 +112,9 @@ class ChainSettings:
             ),
             purchase_concurrency=int(
                 number(env, "RELAYQ_PURCHASE_CONCURRENCY", d.purchase_concurrency, 1)
+            ),
+            transfer_max_signings=int(
+                number(env, "RELAYQ_TRANSFER_MAX_SIGNINGS", d.transfer_max_signings, 1)
             ),
         )
         if settings.slippage_bps > 10_000:
