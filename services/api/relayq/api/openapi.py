@@ -56,7 +56,7 @@ ERRORS: dict[int, tuple[str, list[str]]] = {
     428: ("A purchase without an Idempotency-Key", ["idempotency-key-required"]),
     429: ("The key's rate limit", ["rate-limited"]),
     500: ("A bug; the detail names the request id", ["internal"]),
-    502: ("A chain service refused the request", ["chain-error"]),
+    502: ("A chain service refused the request", ["chain-error", "swap-refused"]),
     503: (
         "MongoDB unreachable (nothing was accepted), Redis unreachable for an admin route, "
         "the chain unreachable, or no relayer configured",

@@ -19,7 +19,7 @@ from relayq.core.service import IDEMPOTENCY_KEY_MAX_LENGTH
 from relayq.core.store import IdempotencyConflict
 from relayq.relayer.baskets import LAMPORTS_PER_SOL
 from relayq.relayer.buy import BuyRequest, UnknownBasket, buy
-from relayq.relayer.chain.errors import ChainError, ChainUnavailable
+from relayq.relayer.chain.errors import ChainError, ChainUnavailable, SwapRefused
 from relayq.relayer.chain.swap import InsufficientLiquidity
 from relayq.relayer.jobs import relayer_in
 from relayq.relayer.purchases import Purchase
@@ -123,6 +123,9 @@ async def buy_tokens(request: web.Request) -> web.Response:
         raise Problem(409, "insufficient-liquidity", str(exc), field="solAmount") from None
     except ChainUnavailable as exc:
         raise unavailable("chain-unavailable", f"the chain could not be reached: {exc}") from None
+    except SwapRefused as exc:
+        # The swap API's answer failed a check before signing: nothing was signed or sent.
+        raise Problem(502, "swap-refused", str(exc)) from None
     except ChainError as exc:
         raise Problem(502, "chain-error", str(exc)) from None
     status = 200 if result.status == "failed" else 202
