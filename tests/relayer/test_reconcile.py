@@ -7,9 +7,11 @@ import asyncio
 import math
 import time
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
@@ -22,11 +24,14 @@ from spl.token.models import TransferCheckedParams
 from relayq.core.clients import Clients
 from relayq.core.jobs import TaskState
 from relayq.core.modules import ProcessContext
+from relayq.core.settings import Settings
 from relayq.devchain.ledger import FINALIZED_DEPTH
+from relayq.relayer.chain.errors import ChainError
 from relayq.relayer.chain.keys import load_keypair
 from relayq.relayer.chain.settings import ChainSettings
 from relayq.relayer.purchases import Purchase
 from relayq.relayer.reconcile import ReconcileReport, reconcile
+from relayq.relayer.reconcile_main import run_once
 from relayq.relayer.relayer import Relayer
 from relayq.relayer.transfer import transfer_instructions
 from tests.conftest import InProcessWorker, wait_until
@@ -170,3 +175,22 @@ async def test_each_kind_of_discrepancy_is_reported(
     short = {d.mint for d in report.discrepancies if d.kind == "inventory_mismatch"}
     assert short == {leg.mint for leg in doubled.legs}, report.to_json()
     assert not report.clean and all(report.counts[k] >= 1 for k in report.counts)
+
+
+async def test_a_run_records_its_counts_and_the_api_exports_them(
+    gateway: Api, clients: Clients, settings: Settings, chain_settings: ChainSettings
+) -> None:
+    report = await run_once(settings, chain_settings, window=1.0, settle=0.0)
+    text = await (await gateway.get("/metrics")).text()
+    for kind, n in report.counts.items():
+        assert f'relayq_reconcile_discrepancies{{kind="{kind}"}} {float(n)}' in text, text
+    assert 'relayq_reconcile_runs_total{outcome="success"} 1.0' in text
+    assert "relayq_reconcile_last_success_timestamp_seconds" in text
+
+    # A run that cannot read the chain is counted as failed; the last counts stay.
+    unreachable = replace(chain_settings, rpc_url="http://127.0.0.1:1", request_timeout_seconds=0.2)
+    with pytest.raises(ChainError):
+        await run_once(settings, unreachable, window=1.0, settle=0.0)
+    text = await (await gateway.get("/metrics")).text()
+    assert 'relayq_reconcile_runs_total{outcome="failure"} 1.0' in text
+    assert 'relayq_reconcile_discrepancies{kind="duplicate_transfer"}' in text

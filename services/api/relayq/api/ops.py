@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from relayq.api.docspage import docs_page
 from relayq.api.keys import CLIENTS
 from relayq.api.openapi import openapi_document
+from relayq.core.reconcile_report import reconcile_collector
 from relayq.core.recovery_report import recovery_collector
 from relayq.core.telemetry import probe_dependency, refresh_queue_gauges_quietly
 
@@ -55,6 +56,8 @@ async def metrics(request: web.Request) -> web.Response:
         # Recovery is a CronJob nothing scrapes: its report lives in Redis.
         clients = request.app[CLIENTS]
         await recovery_collector().refresh(clients.redis, clients.queue.keys)
+        # So is reconciliation.
+        await reconcile_collector().refresh(clients.redis, clients.queue.keys)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

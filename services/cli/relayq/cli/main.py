@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     from relayq.recovery.main import add_arguments as recovery_arguments
 
     recovery_arguments(sub.add_parser("recovery", help="re-dispatch lost jobs, apply retention"))
+    from relayq.relayer.reconcile_main import add_arguments as reconcile_arguments
+
+    reconcile_arguments(
+        sub.add_parser("reconcile", help="compare the chain with the purchase records")
+    )
 
     enqueue = sub.add_parser("enqueue", help="submit a job")
     enqueue.add_argument("--type", required=True)
@@ -161,6 +166,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         from relayq.recovery.main import main as recovery_main
 
         recovery_main(argv[1:])
+        return
+    if argv and argv[0] == "reconcile":
+        from relayq.relayer.reconcile_main import main as reconcile_main
+
+        reconcile_main(argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:
