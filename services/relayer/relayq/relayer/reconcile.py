@@ -24,6 +24,7 @@ Discrepancies, by kind:
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from relayq.relayer.chain.errors import ChainUnavailable
 from relayq.relayer.chain.rpc import LandedTransaction
 from relayq.relayer.memo import PREFIX
 from relayq.relayer.purchases import Purchase, SwapState, TransferState
@@ -40,6 +42,8 @@ from relayq.relayer.relayer import Relayer
 
 KINDS = ("unrecorded_credit", "transfer_not_on_chain", "duplicate_transfer", "inventory_mismatch")
 PAGE = 1000
+# getTransaction calls in flight at once: a day of purchases is thousands of them.
+FETCH_CONCURRENCY = 8
 DEFAULT_SETTLE_SECONDS = 120.0
 
 
@@ -134,12 +138,19 @@ async def read_history(
                     before = page[-1].signature
                     continue
             break
-    out = []
-    for sig in sorted(signatures, key=lambda s: signatures[s]):
-        tx = await relayer.rpc.transaction(Signature.from_string(sig), finalized=finalized)
-        if tx is not None and tx.succeeded:
-            out.append(tx)
-    return out
+    gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def fetch(sig: str) -> LandedTransaction:
+        async with gate:
+            tx = await relayer.rpc.transaction(Signature.from_string(sig), finalized=finalized)
+        if tx is None:
+            # Listed by the history but not served (another node behind a balancer):
+            # no verdict can rest on a transaction the run could not read.
+            raise ChainUnavailable(f"getTransaction {sig}: in the history, but not served")
+        return tx
+
+    ordered = sorted(signatures, key=lambda s: signatures[s])
+    return [tx for tx in await asyncio.gather(*map(fetch, ordered)) if tx.succeeded]
 
 
 async def reconcile(
