@@ -110,11 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     from relayq.recovery.main import add_arguments as recovery_arguments
 
     recovery_arguments(sub.add_parser("recovery", help="re-dispatch lost jobs, apply retention"))
-    from relayq.relayer.reconcile_main import add_arguments as reconcile_arguments
-
-    reconcile_arguments(
-        sub.add_parser("reconcile", help="compare the chain with the purchase records")
-    )
+    # Its options are its own (`relayq reconcile --help`); main() hands it the line
+    # before parsing, so the relayer and the Solana libraries load only for it.
+    sub.add_parser("reconcile", help="compare the chain with the purchase records", add_help=False)
 
     enqueue = sub.add_parser("enqueue", help="submit a job")
     enqueue.add_argument("--type", required=True)
