@@ -102,6 +102,13 @@ def _payee_elsewhere(f: Found, user: Pubkey, q: Quote) -> Found:
     return _swap(f, **ix_json(route(user, out_mint, int(q["inAmount"]), payee=theirs)))
 
 
+def _second_route_elsewhere(f: Found, user: Pubkey, q: Quote) -> Found:
+    # An allowed swap program, but in the setup and delivering to someone else.
+    out_mint = Pubkey.from_string(q["outputMint"])
+    theirs = get_associated_token_address(OUTSIDER, out_mint)
+    return _add_setup(f, route(user, out_mint, int(q["inAmount"]), dest=theirs))
+
+
 def _delegate(f: Found, user: Pubkey, q: Quote) -> Found:
     # SPL Token Approve (tag 4): lets OUTSIDER spend the relayer's WSOL account.
     wsol = get_associated_token_address(user, WSOL)
@@ -168,6 +175,7 @@ INSTRUCTION_CASES: dict[str, Callable[[Found, Pubkey, Quote], Any]] = {
     "more-sol-wrapped-than-asked": _wrap_more,
     "destination-not-the-relayers": _elsewhere,
     "payee-not-the-relayer": _payee_elsewhere,
+    "second-route-in-setup": _second_route_elsewhere,
     "delegate-approved": _delegate,
     "another-signer": _another_signer,
     "missing-swap-instruction": _missing_swap,
@@ -194,6 +202,7 @@ EXPECTED_CHECK = {
     "more-sol-wrapped-than-asked": "amount",
     "destination-not-the-relayers": "destination",
     "payee-not-the-relayer": "destination",
+    "second-route-in-setup": "destination",
     "delegate-approved": "program",
     "another-signer": "authority",
     "missing-swap-instruction": "malformed",

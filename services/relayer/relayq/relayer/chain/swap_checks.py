@@ -126,10 +126,12 @@ def checked_instructions(
         for ix in instructions:
             allow.check_program(ix.program_id)
             _check_signers(ix.accounts, allow)
-            wrapped += _check_support(ix, allow, mint)
+            if ix.program_id in allow.swap_programs:
+                _check_route(ix, allow, mint)  # wherever it sits, a swap delivers to us
+            else:
+                wrapped += _check_support(ix, allow, mint)
         if swap_ix.program_id not in allow.swap_programs:
             raise SwapRefused("program", f"the swap instruction calls {swap_ix.program_id}")
-        _check_route(swap_ix, allow, mint)
     except NotAllowed as exc:
         raise SwapRefused("program", str(exc)) from None
     if wrapped > lamports:
