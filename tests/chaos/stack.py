@@ -234,6 +234,20 @@ class ChaosStack:
             self.recovery.terminate()
             self.recovery.wait(30)
 
+    def reconcile_once(self) -> dict[str, Any]:
+        """One `relayq reconcile` over the whole run (every purchase, however young)."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "relayq.cli", "reconcile", "--window", "3600", "--settle", "0"],
+            env=self.env(),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        report: dict[str, Any] = json.loads(proc.stdout)
+        report["exitCode"] = proc.returncode
+        return report
+
     def recovery_once(self) -> dict[str, Any]:
         proc = subprocess.run(
             [sys.executable, "-m", "relayq.cli", "recovery"],

@@ -37,6 +37,8 @@ WORKER_KILL_EVERY_SECONDS = 3.0
 # One fault cycle: forced failover, MongoDB killed and restarted, master killed.
 CYCLE_SECONDS = min(60.0, CHAOS_SECONDS)
 DRAIN_SECONDS = max(240.0, CHAOS_SECONDS * RATE)
+# How long the final reconciliation may wait for the last transactions to be final.
+RECONCILE_SECONDS = 60.0
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(int(CHAOS_SECONDS + DRAIN_SECONDS + 300))]
 
@@ -116,6 +118,7 @@ async def test_every_accepted_job_finishes_with_its_effect_applied_once(
         for w in workloads:
             figures[w.name] = await w.verify(db)
         await mongo.close()
+        figures["reconcile"] = await _reconciled(stack)
         figures.update(_process_figures(stack, final))
     finally:
         await asyncio.to_thread(stack.stop)
@@ -133,6 +136,22 @@ async def test_every_accepted_job_finishes_with_its_effect_applied_once(
             print(f"\nchaos figures ({out}):\n{json.dumps(figures, indent=2)}", flush=True)
     assert stack.events.forced_failovers >= 1 and stack.events.masters_killed >= 1
     assert stack.events.store_crashes >= 1 and stack.events.workers_killed >= 3
+
+
+async def _reconciled(stack: ChaosStack) -> dict[str, Any]:
+    """A reconciliation of the whole run must find the chain and the records agreeing.
+
+    It reads the chain at `finalized`: a run right after the drain may not yet see
+    the newest transfers (32 slots), so it is repeated until clean or the bound."""
+    deadline = time.monotonic() + RECONCILE_SECONDS
+    while True:
+        report = await asyncio.to_thread(stack.reconcile_once)
+        assert report["exitCode"] == 0 and report["outcome"] == "success", report
+        if report["clean"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+    assert report["clean"], report["discrepancies"]
+    return {k: report[k] for k in ("purchases", "transactions", "counts", "durationSeconds")}
 
 
 def _process_figures(stack: ChaosStack, final: dict[str, Any]) -> dict[str, Any]:

@@ -258,13 +258,43 @@ def test_operator_rbac_is_the_shared_rule_file(ci_render: Render) -> None:
             assert pod["spec"].get("automountServiceAccountToken") is False
 
 
+def _cronjob(render: Render, component: str) -> dict[str, Any] | None:
+    return render.get("CronJob", f"{RELEASE}-{component}")
+
+
 def test_recovery_cronjob_never_overlaps(ci_render: Render) -> None:
-    jobs = ci_render.of_kind("CronJob")
+    cron = _cronjob(ci_render, "recovery")
     if not ci_render.values["recovery"]["enabled"]:
-        assert jobs == []
+        assert cron is None
         return
-    (cron,) = jobs
+    assert cron is not None
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["containers"][0]["image"].split(":")[0].endswith("relayq/recovery")
+
+
+def test_reconcile_cronjob_runs_with_the_relayers_settings_when_it_is_enabled(
+    ci_render: Render,
+) -> None:
+    cron = _cronjob(ci_render, "reconcile")
+    values = ci_render.values
+    if not (values["relayer"]["enabled"] and values["reconcile"]["enabled"]):
+        assert cron is None
+        return
+    assert cron is not None
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["schedule"] == values["reconcile"]["schedule"]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["image"].split(":")[0].endswith("relayq/worker")
+    assert container["command"] == ["relayq", "reconcile"]
+    window, settle = values["reconcile"]["windowSeconds"], values["reconcile"]["settleSeconds"]
+    assert container["args"] == ["--window", str(window), "--settle", str(settle)]
+    env = {e["name"] for e in container["env"]}
+    assert {"RELAYQ_RELAYER_KEYPAIR_FILE", "RELAYQ_BASKETS_FILE", "RELAYQ_MONGO_URL"} <= env
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/etc/relayq/relayer" in mounts
+    config = ci_render.get("ConfigMap", container["envFrom"][0]["configMapRef"]["name"])
+    assert config is not None and "RELAYQ_CONTRACT_OWNER" in config["data"]

@@ -106,6 +106,22 @@ def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
             time.sleep(0.3)
         assert view["state"] == "completed", view
         assert view["purchase"]["transfer"]["state"] == "confirmed"
+        # Reconciliation by hand, with the relayer settings the stack wrote: clean once the
+        # purchase's transactions are final on the chain.
+        relayer = dict(
+            line.split("=", 1) for line in (tmp_path / "run/relayer.env").read_text().split()
+        )
+        report: dict[str, Any] = {}
+        deadline = time.monotonic() + 60
+        while not report.get("clean") and time.monotonic() < deadline:
+            run = _cli({**env, **relayer}, "reconcile", "--window", "600", "--settle", "0")
+            assert run.returncode == 0, run.stdout + run.stderr
+            report = json.loads(run.stdout)
+            time.sleep(1)
+        assert report["clean"] and report["purchases"] == 1, report
+        # The stack's own loop wrote its reports too.
+        loop_reports = (tmp_path / "run/reconcile.jsonl").read_text().splitlines()
+        assert json.loads(loop_reports[0])["outcome"] == "success", loop_reports
         queues = json.loads(_cli(env, "queues").stdout)
         assert [q["priority"] for q in queues] == ["critical", "high", "medium", "low", "batch"]
     finally:

@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "worker": set(),
     "api": set(),
     "recovery": set(),
-    "cli": {"worker", "api", "recovery"},
+    "cli": {"worker", "api", "recovery", "relayer"},
     "operator": set(),
     "relayer": {"api"},
 }

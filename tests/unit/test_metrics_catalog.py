@@ -21,6 +21,7 @@ MODULES = (
     "relayq.core.telemetry",
     "relayq.relayer.chain.metrics",
     "relayq.core.recovery_report",
+    "relayq.core.reconcile_report",
     "relayq.operator.metrics",
     "relayq.worker.runner",
     "relayq.api.auth",
@@ -76,6 +77,7 @@ async def modules_loaded(redis_srv: LocalServer) -> None:
     """Import every metrics module; give recovery's collector a report so all its gauges show."""
     for module in MODULES:
         importlib.import_module(module)
+    from relayq.core.reconcile_report import reconcile_collector, record_reconcile_run
     from relayq.core.recovery_report import recovery_collector
 
     keys = Keys("catalog")
@@ -87,6 +89,9 @@ async def modules_loaded(redis_srv: LocalServer) -> None:
         )
         await recovery_collector().refresh(redis, keys)
         await redis.delete(keys.recovery_report)
+        await record_reconcile_run(redis, keys, {"unrecorded_credit": 0})
+        await reconcile_collector().refresh(redis, keys)
+        await redis.delete(keys.reconcile_report)
     finally:
         await redis.aclose()
 

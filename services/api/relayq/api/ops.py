@@ -14,6 +14,7 @@ from relayq.api.docspage import docs_page
 from relayq.api.keys import CLIENTS, INDEXES_READY, SETTINGS
 from relayq.api.keys import OPERATIONS as SERVED
 from relayq.api.openapi import openapi_document
+from relayq.core.reconcile_report import reconcile_collector
 from relayq.core.recovery_report import recovery_collector
 from relayq.core.telemetry import probe_dependency, refresh_queue_gauges_quietly
 
@@ -62,6 +63,8 @@ async def metrics(request: web.Request) -> web.Response:
         # Recovery is a CronJob nothing scrapes: its report lives in Redis.
         clients = request.app[CLIENTS]
         await recovery_collector().refresh(clients.redis, clients.queue.keys)
+        # So is reconciliation.
+        await reconcile_collector().refresh(clients.redis, clients.queue.keys)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -38,6 +38,7 @@ TITLES = {
     "relayer-unavailable": "Relayer not configured",
     "chain-unavailable": "Chain unavailable",
     "chain-error": "Chain service refused the request",
+    "swap-refused": "Swap instructions refused before signing",
     "internal": "Internal error",
 }
 

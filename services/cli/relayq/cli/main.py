@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     from relayq.recovery.main import add_arguments as recovery_arguments
 
     recovery_arguments(sub.add_parser("recovery", help="re-dispatch lost jobs, apply retention"))
+    # Its options are its own (`relayq reconcile --help`); main() hands it the line
+    # before parsing, so the relayer and the Solana libraries load only for it.
+    sub.add_parser("reconcile", help="compare the chain with the purchase records", add_help=False)
 
     enqueue = sub.add_parser("enqueue", help="submit a job")
     enqueue.add_argument("--type", required=True)
@@ -207,6 +210,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         from relayq.recovery.main import main as recovery_main
 
         recovery_main(argv[1:])
+        return
+    if argv and argv[0] == "reconcile":
+        from relayq.relayer.reconcile_main import main as reconcile_main
+
+        reconcile_main(argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:

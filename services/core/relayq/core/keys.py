@@ -60,3 +60,8 @@ class Keys:
     def recovery_report(self) -> str:
         """Hash of what recovery runs did, read by the API's /metrics."""
         return f"{self.prefix}:recovery:last"
+
+    @property
+    def reconcile_report(self) -> str:
+        """Hash of what reconciliation runs found, read by the API's /metrics."""
+        return f"{self.prefix}:reconcile:last"

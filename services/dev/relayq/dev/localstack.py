@@ -1,4 +1,4 @@
-"""`make run`: Redis, MongoDB, the API, one worker per priority and recovery, in the foreground.
+"""`make run`: Redis, MongoDB, the API, workers, recovery and reconciliation, in the foreground.
 
 Ports come from RELAYQ_REDIS_URL, RELAYQ_MONGO_URL and RELAYQ_API_PORT
 (defaults 6379, 27017 and 8080 on 127.0.0.1); data lives under .run/ in the
@@ -35,6 +35,10 @@ from relayq.dev.servers import (
 FIRST_METRICS_PORT = 9101
 RELAYER_MODULE = "relayq.relayer.jobs"
 RECOVERY_EVERY_SECONDS = 30
+# Reconciliation: every minute, the last hour's purchases once 30 s old (finalized on the devchain).
+RECONCILE_EVERY_SECONDS = 60
+RECONCILE_WINDOW_SECONDS = 3600
+RECONCILE_SETTLE_SECONDS = 30
 
 
 def _local_port(url: str, default: int) -> int:
@@ -74,9 +78,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             port = int(env.get("RELAYQ_DEVCHAIN_PORT") or 8899)
             chain = devchain_server(args.data_dir / "devchain", port)
             servers.append(chain.start())
-            for name, value in relayer_env(args.data_dir / "devchain" / "chain.json").items():
+            local = relayer_env(args.data_dir / "devchain" / "chain.json")
+            for name, value in local.items():
                 env.setdefault(name, value)
             env.setdefault("RELAYQ_JITO_RPS", "40")
+            # For commands run by hand against this chain (`env $(cat .run/relayer.env) ...`).
+            (args.data_dir / "relayer.env").write_text(
+                "".join(f"{name}={env[name]}\n" for name in sorted(local))
+            )
         # The relayer is a job module like any other: the API and workers load it by name.
         modules = [m for m in env.get("RELAYQ_JOB_MODULES", "").split(",") if m.strip()]
         if RELAYER_MODULE not in modules:
@@ -111,6 +120,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 stdout=subprocess.DEVNULL,
             )
         )
+        if env.get("RELAYQ_RELAYER_KEYPAIR_FILE"):
+            # The reconcile CronJob's stand-in: the chain against the purchase records.
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable, "-m", "relayq.cli", "reconcile",
+                        "--loop", str(RECONCILE_EVERY_SECONDS),
+                        "--window", str(RECONCILE_WINDOW_SECONDS),
+                        "--settle", str(RECONCILE_SETTLE_SECONDS),
+                    ],
+                    env=env,
+                    stdout=(args.data_dir / "reconcile.jsonl").open("a"),
+                )
+            )  # fmt: skip
         wait_for_port(api_port, children[0], 60)
         print(_banner(settings, args.metrics_base_port, env, api_port), flush=True)
         while not stop.wait(0.5):
@@ -150,6 +173,11 @@ def _banner(settings: Settings, metrics_base_port: int, env: dict[str, str], api
             f"  chain     {env.get('RELAYQ_SOLANA_RPC_URL', 'none')} (Solana RPC; Jito at"
             f" {env.get('RELAYQ_JITO_URL', 'none')})",
             f"  recovery  every {RECOVERY_EVERY_SECONDS}s (summaries in the API's /metrics)",
+            f"  reconcile every {RECONCILE_EVERY_SECONDS}s, the last"
+            f" {RECONCILE_WINDOW_SECONDS}s of purchases (reports in .run/reconcile.jsonl;"
+            " relayq_reconcile_discrepancies in /metrics)"
+            if env.get("RELAYQ_RELAYER_KEYPAIR_FILE")
+            else "  reconcile off (no relayer configured)",
             f"  api       http://127.0.0.1:{api_port} (docs at /docs)",
             f"  client key   RELAYQ_API_KEY={env['RELAYQ_API_KEY']}",
             f"  admin token  RELAYQ_ADMIN_TOKEN={env['RELAYQ_ADMIN_TOKEN']}",

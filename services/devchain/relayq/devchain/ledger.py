@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -410,6 +411,10 @@ class Ledger:
     # -- history ------------------------------------------------------------------
     def record(self, signature: Signature) -> TxRecord | None:
         return self._records.get(signature)
+
+    def newest_first(self) -> Iterator[TxRecord]:
+        """Every committed transaction still held, the newest first (account histories)."""
+        return reversed(self._records.values())
 
     def status(
         self, signature: Signature, search_history: bool, at: int | None = None

@@ -6,6 +6,7 @@ getMinimumBalanceForRentExemption, getFeeForMessage, getRecentPrioritizationFees
 getBalance, getAccountInfo, getMultipleAccounts (base64, base58, jsonParsed for
 SPL mints and token accounts), getTokenAccountBalance, getTokenSupply,
 getTokenAccountsByOwner (by mint or program id), getSignatureStatuses,
+getSignaturesForAddress (account history with memos, `history.py`),
 getTransaction (json, jsonParsed with partially decoded instructions, base64,
 base58; meta with fee, balances and token balances), sendTransaction (base58
 default, base64; preflight or skipPreflight), simulateTransaction, requestAirdrop.
@@ -51,6 +52,7 @@ from relayq.devchain.codec import (
     ui_token_amount,
 )
 from relayq.devchain.faults import Faults
+from relayq.devchain.history import signatures_for_address
 from relayq.devchain.ledger import (
     COMMITMENTS,
     MINT_LEN,
@@ -311,6 +313,10 @@ class SolanaRpc:
         if max_version is not None:
             result["version"] = 0 if is_v0 else "legacy"
         return result
+
+    def m_getSignaturesForAddress(self, params: list[Any]) -> list[dict[str, Any]]:
+        address = _pubkey(_arg(params, 0, "address"))
+        return signatures_for_address(self.ledger, address, _config(params, 1))
 
     def _decode(self, params: list[Any], config: dict[str, Any]) -> VersionedTransaction:
         try:

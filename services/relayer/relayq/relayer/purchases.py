@@ -146,6 +146,8 @@ class PurchaseStore:
             partialFilterExpression={"transfer.signature": {"$type": "string"}},
         )
         await self.history.create_index([("wallet", ASCENDING)], name="wallet")
+        # Reconciliation reads a window of purchases by creation time.
+        await self.purchases.create_index([("created_at", ASCENDING)], name="created_at")
 
     async def insert(self, purchase: Purchase) -> None:
         doc = {
@@ -276,6 +278,19 @@ class PurchaseStore:
             for mint, amount in entry.get("tokens", {}).items():
                 totals[mint] = totals.get(mint, 0) + int(amount)
         return totals
+
+    async def created_between(self, start: datetime, end: datetime) -> list[Purchase]:
+        """Purchases created in [start, end), oldest first (a reconciliation window)."""
+        query = {"created_at": {"$gte": start, "$lt": end}}
+        cursor = self.purchases.find(query).sort("created_at", ASCENDING)
+        return [_purchase(doc) async for doc in cursor]
+
+    async def get_many(self, purchase_ids: list[str]) -> dict[str, Purchase]:
+        """The purchases of these ids that exist, by id."""
+        if not purchase_ids:
+            return {}
+        cursor = self.purchases.find({"_id": {"$in": purchase_ids}})
+        return {doc["_id"]: _purchase(doc) async for doc in cursor}
 
 
 def _purchase(doc: Mapping[str, Any]) -> Purchase:

@@ -14,6 +14,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from relayq.core.clients import Clients
+from relayq.relayer.allowlist import Allowlist, build_allowlist
 from relayq.relayer.baskets import Basket, load_baskets
 from relayq.relayer.chain.jito import JitoClient
 from relayq.relayer.chain.keys import load_keypair
@@ -40,6 +41,7 @@ class Relayer:
     signer: Signer
     contract_owner: Pubkey
     purchases: PurchaseStore
+    allowlist: Allowlist
     # Bounds the purchases in flight: each holds RPC, block-engine and store capacity.
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
@@ -79,12 +81,18 @@ def open_relayer(chain: ChainSettings, clients: Clients) -> Relayer:
             " and RELAYQ_BASKETS_FILE"
         )
     rpc = SolanaRpc(chain.rpc_url, chain.request_timeout_seconds)
+    signer = KeypairSigner(load_keypair(chain.relayer_keypair_file))
+    contract_owner = Pubkey.from_string(chain.contract_owner)
+    baskets = load_baskets(chain.baskets_file)
+    allowlist = build_allowlist(
+        signer.pubkey(), contract_owner, baskets.values(), chain.swap_programs
+    )
     swap: SwapSource
     if chain.swap_source is SwapSourceKind.TREASURY:
         swap = TreasurySwap(rpc, load_keypair(chain.treasury_keypair_file))
     else:
         swap = JupiterSwap(
-            chain.swap_api_url, rpc, chain.slippage_bps, chain.request_timeout_seconds
+            chain.swap_api_url, rpc, chain.slippage_bps, allowlist, chain.request_timeout_seconds
         )
     return Relayer(
         chain=chain,
@@ -94,9 +102,10 @@ def open_relayer(chain: ChainSettings, clients: Clients) -> Relayer:
             chain.jito_url, chain.jito_requests_per_second, chain.request_timeout_seconds
         ),
         swap=swap,
-        baskets=load_baskets(chain.baskets_file),
-        signer=KeypairSigner(load_keypair(chain.relayer_keypair_file)),
-        contract_owner=Pubkey.from_string(chain.contract_owner),
+        baskets=baskets,
+        signer=signer,
+        contract_owner=contract_owner,
         purchases=PurchaseStore(clients.store.client, clients.settings.mongo_database),
+        allowlist=allowlist,
         gate=asyncio.Semaphore(chain.purchase_concurrency),
     )

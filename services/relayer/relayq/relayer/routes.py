@@ -19,7 +19,7 @@ from relayq.api.requests import idempotency_key, trace_of
 from relayq.core.jobs import InvalidPayload, Task
 from relayq.core.store import IdempotencyConflict
 from relayq.relayer.buy import BuyRequest, UnknownBasket, buy
-from relayq.relayer.chain.errors import ChainError, ChainUnavailable
+from relayq.relayer.chain.errors import ChainError, ChainUnavailable, SwapRefused
 from relayq.relayer.chain.swap import InsufficientLiquidity
 from relayq.relayer.jobs import relayer_in
 from relayq.relayer.purchases import Purchase
@@ -155,6 +155,9 @@ async def buy_tokens(request: web.Request) -> web.Response:
         raise Problem(409, "insufficient-liquidity", str(exc), field="solAmount") from None
     except ChainUnavailable as exc:
         raise unavailable("chain-unavailable", f"the chain could not be reached: {exc}") from None
+    except SwapRefused as exc:
+        # The swap API's answer failed a check before signing: nothing was signed or sent.
+        raise Problem(502, "swap-refused", str(exc)) from None
     except ChainError as exc:
         raise Problem(502, "chain-error", str(exc)) from None
     status = 200 if result.status == "failed" else 202
@@ -185,7 +188,8 @@ OPERATIONS = [
         },
         problems=[(400, ["invalid-json"]),
                   (409, ["idempotency-conflict", "insufficient-liquidity"]), 413, 415,
-                  (422, ["invalid-body", "invalid-payload", "unknown-bundle"]), 428, 502,
+                  (422, ["invalid-body", "invalid-payload", "unknown-bundle"]), 428,
+                  (502, ["chain-error", "swap-refused"]),
                   (503, ["chain-unavailable", "relayer-unavailable"])],
         body=PurchaseRequest,
         parameters=["IdempotencyKey", "Traceparent"],

@@ -25,3 +25,16 @@ class ChainRejected(ChainError):
         super().__init__(message)
         self.code = code
         self.data = data
+
+
+class SwapRefused(ChainError):
+    """A swap API's answer failed a check made before signing; nothing was signed.
+
+    Attributes:
+        check: which check refused it, one of `malformed`, `program`, `mint`,
+            `amount`, `slippage`, `destination`, `authority` (a metric label).
+    """
+
+    def __init__(self, check: str, message: str) -> None:
+        super().__init__(f"swap refused ({check}): {message}")
+        self.check = check

@@ -33,3 +33,8 @@ TRANSFERS = Counter(
     "Token transfer steps by outcome: sent, resent, resigned, confirmed, failed.",
     ["outcome"],
 )
+SWAPS_REFUSED = Counter(
+    "relayq_swaps_refused_total",
+    "Swap API answers refused before signing, by the check that failed.",
+    ["check"],
+)

@@ -26,6 +26,7 @@ from solders.transaction import VersionedTransaction
 from relayq.relayer.chain.errors import ChainRejected, ChainUnavailable
 from relayq.relayer.chain.metrics import CHAIN_REQUEST_SECONDS, CHAIN_REQUESTS
 from relayq.relayer.chain.retrying import with_retries
+from relayq.relayer.memo import MEMO_PROGRAM_ID
 
 T = TypeVar("T")
 
@@ -215,6 +216,107 @@ class SolanaRpc:
             return resp.value
 
         return await self._call("sendTransaction", op)
+
+    async def signatures_for_address(
+        self,
+        address: Pubkey,
+        *,
+        before: Signature | None = None,
+        limit: int = 1000,
+        finalized: bool = True,
+    ) -> list[HistoryEntry]:
+        """One page of an address's history, newest first (getSignaturesForAddress)."""
+        commitment = Finalized if finalized else Confirmed
+
+        async def op() -> list[HistoryEntry]:
+            resp = await self.client.get_signatures_for_address(
+                address, before=before, limit=limit, commitment=commitment
+            )
+            return [
+                HistoryEntry(e.signature, e.slot, e.block_time, e.err is None, e.memo)
+                for e in resp.value
+            ]
+
+        return await self._read("getSignaturesForAddress", op)
+
+    async def transaction(
+        self, signature: Signature, *, finalized: bool = True
+    ) -> LandedTransaction | None:
+        """A landed transaction's memos and token balance changes; None if not seen at that
+        commitment."""
+        commitment = Finalized if finalized else Confirmed
+
+        async def op() -> LandedTransaction | None:
+            resp = await self.client.get_transaction(
+                signature, "base64", commitment, max_supported_transaction_version=0
+            )
+            found = resp.value
+            if found is None or found.transaction.meta is None:
+                return None
+            tx = found.transaction.transaction
+            meta = found.transaction.meta
+            if not isinstance(tx, VersionedTransaction):
+                raise ChainRejected(f"getTransaction {signature}: not a binary transaction")
+            keys = list(tx.message.account_keys)
+            loaded = meta.loaded_addresses
+            if loaded is not None:
+                keys += [*loaded.writable, *loaded.readonly]
+            deltas: dict[Pubkey, TokenDelta] = {}
+            for sign, balances in ((-1, meta.pre_token_balances), (1, meta.post_token_balances)):
+                for b in balances or []:
+                    key = keys[b.account_index]
+                    prev = deltas.get(key, TokenDelta(str(b.mint), 0))
+                    deltas[key] = TokenDelta(
+                        str(b.mint), prev.amount + sign * int(b.ui_token_amount.amount)
+                    )
+            memos = [
+                bytes(ix.data).decode("utf-8", errors="replace")
+                for ix in tx.message.instructions
+                if keys[ix.program_id_index] == MEMO_PROGRAM_ID
+            ]
+            return LandedTransaction(
+                str(signature), found.slot, found.block_time, meta.err is None, memos, deltas
+            )
+
+        return await self._read("getTransaction", op)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One transaction of an account's history: signature, slot, block time (Unix seconds,
+    None when the node does not know it), whether it succeeded, and its memo field."""
+
+    signature: Signature
+    slot: int
+    block_time: int | None
+    succeeded: bool
+    memo: str | None
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """How a token account's balance of `mint` changed in one transaction (base units)."""
+
+    mint: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class LandedTransaction:
+    """What reconciliation reads of a landed transaction.
+
+    Attributes:
+        memos: the data of each Memo instruction, in order.
+        token_deltas: per token account, its change; accounts it did not change
+            have a zero amount or are absent.
+    """
+
+    signature: str
+    slot: int
+    block_time: int | None
+    succeeded: bool
+    memos: list[str]
+    token_deltas: dict[Pubkey, TokenDelta]
 
 
 def _confirmation(level: Any) -> str:

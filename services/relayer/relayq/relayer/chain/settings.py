@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from solders.pubkey import Pubkey
+
 from relayq.core.env import SettingsError, number
+from relayq.relayer.allowlist import DEFAULT_SWAP_PROGRAMS
 
 
 class SwapSourceKind(StrEnum):
@@ -36,6 +39,8 @@ class ChainSettings:
         swap_api_url: the Jupiter-compatible API base, e.g. https://lite-api.jup.ag/swap/v1
             (`RELAYQ_SWAP_API_URL`).
         slippage_bps: slippage allowed on a Jupiter quote (`RELAYQ_SLIPPAGE_BPS`).
+        swap_programs: the programs a swap API's swap instruction may call, base58
+            (`RELAYQ_SWAP_PROGRAMS`, comma-separated; default Jupiter v6).
         relayer_keypair_file: the relayer's signing key, solana-keygen JSON
             (`RELAYQ_RELAYER_KEYPAIR_FILE`).
         treasury_keypair_file: the local treasury's key, for the treasury swap only
@@ -63,6 +68,7 @@ class ChainSettings:
     swap_source: SwapSourceKind = SwapSourceKind.TREASURY
     swap_api_url: str = "https://lite-api.jup.ag/swap/v1"
     slippage_bps: int = 50
+    swap_programs: tuple[str, ...] = DEFAULT_SWAP_PROGRAMS
     relayer_keypair_file: str = ""
     treasury_keypair_file: str = ""
     contract_owner: str = ""
@@ -99,6 +105,7 @@ class ChainSettings:
             swap_source=source,
             swap_api_url=env.get("RELAYQ_SWAP_API_URL", d.swap_api_url).rstrip("/"),
             slippage_bps=int(number(env, "RELAYQ_SLIPPAGE_BPS", d.slippage_bps, 0)),
+            swap_programs=_programs(env, d.swap_programs),
             relayer_keypair_file=env.get("RELAYQ_RELAYER_KEYPAIR_FILE", ""),
             treasury_keypair_file=env.get("RELAYQ_TREASURY_KEYPAIR_FILE", ""),
             contract_owner=env.get("RELAYQ_CONTRACT_OWNER", ""),
@@ -123,3 +130,20 @@ class ChainSettings:
         if treasury and settings.configured and not settings.treasury_keypair_file:
             raise SettingsError("RELAYQ_SWAP_SOURCE=treasury needs RELAYQ_TREASURY_KEYPAIR_FILE")
         return settings
+
+
+def _programs(env: Mapping[str, str], default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get("RELAYQ_SWAP_PROGRAMS")
+    if raw is None:
+        return default
+    programs = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for program in programs:
+        try:
+            Pubkey.from_string(program)
+        except ValueError:
+            raise SettingsError(
+                f"RELAYQ_SWAP_PROGRAMS: {program!r} is not a base58 program id"
+            ) from None
+    if not programs:
+        raise SettingsError("RELAYQ_SWAP_PROGRAMS names no program")
+    return programs

@@ -8,14 +8,14 @@ the relayer or sends anything.
 
 from __future__ import annotations
 
-import base64
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import aiohttp
 from solders.address_lookup_table_account import AddressLookupTable, AddressLookupTableAccount
-from solders.instruction import AccountMeta, Instruction
+from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
@@ -24,11 +24,13 @@ from spl.token.instructions import get_associated_token_address
 from spl.token.instructions import transfer_checked as spl_transfer_checked
 from spl.token.models import TransferCheckedParams
 
+from relayq.relayer.allowlist import Allowlist
 from relayq.relayer.baskets import BasketToken, Leg
-from relayq.relayer.chain.errors import ChainRejected, ChainUnavailable
-from relayq.relayer.chain.metrics import CHAIN_REQUEST_SECONDS, CHAIN_REQUESTS
+from relayq.relayer.chain.errors import ChainRejected, ChainUnavailable, SwapRefused
+from relayq.relayer.chain.metrics import CHAIN_REQUEST_SECONDS, CHAIN_REQUESTS, SWAPS_REFUSED
 from relayq.relayer.chain.retrying import with_retries
 from relayq.relayer.chain.rpc import SolanaRpc
+from relayq.relayer.chain.swap_checks import checked_instructions, checked_quote
 
 WRAPPED_SOL_MINT = "So11111111111111111111111111111111111111112"
 
@@ -106,15 +108,24 @@ class JupiterSwap:
     """A Jupiter-compatible swap API (`GET /quote`, `POST /swap-instructions`).
 
     The amount bought is the quote's `otherAmountThreshold`, the least the route
-    guarantees after slippage; any surplus stays with the relayer.
+    guarantees after slippage; any surplus stays with the relayer. The quote and
+    the instructions are checked against the request and the allow-list
+    (`swap_checks`) before they are handed on to be signed: a bad answer raises
+    SwapRefused.
     """
 
     price_source = "jupiter"
 
     def __init__(
-        self, base_url: str, rpc: SolanaRpc, slippage_bps: int, timeout_seconds: float = 5.0
+        self,
+        base_url: str,
+        rpc: SolanaRpc,
+        slippage_bps: int,
+        allowlist: Allowlist,
+        timeout_seconds: float = 5.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.allowlist = allowlist
         self.rpc = rpc
         self.slippage_bps = slippage_bps
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
@@ -134,12 +145,19 @@ class JupiterSwap:
                 if resp.status == 429 or resp.status >= 500:
                     outcome = "unavailable"
                     raise ChainUnavailable(f"swap api {path}: HTTP {resp.status}")
-                body = await resp.json(content_type=None)
+                text = await resp.text()
+                try:
+                    body = json.loads(text)
+                except ValueError:
+                    body = None
                 if resp.status >= 400:
                     outcome = "error"
-                    raise ChainRejected(f"swap api {path}: HTTP {resp.status}: {body}", data=body)
+                    raise ChainRejected(f"swap api {path}: HTTP {resp.status}: {text}", data=body)
+                if body is None:
+                    outcome = "error"
+                    raise SwapRefused("malformed", f"swap api {path} answered no JSON object")
                 return body
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
             outcome = "unavailable"
             raise ChainUnavailable(f"swap api {path}: {exc}") from exc
         finally:
@@ -149,6 +167,15 @@ class JupiterSwap:
             )
 
     async def plan(self, relayer: Pubkey, token: BasketToken, lamports: int) -> LegPlan:
+        try:
+            return await self._checked_plan(relayer, token, lamports)
+        except SwapRefused as exc:
+            SWAPS_REFUSED.labels(check=exc.check).inc()
+            raise
+
+    async def _checked_plan(self, relayer: Pubkey, token: BasketToken, lamports: int) -> LegPlan:
+        if relayer != self.allowlist.relayer:
+            raise SwapRefused("authority", f"{relayer} is not the relayer of the allow-list")
         params = {
             "inputMint": WRAPPED_SOL_MINT,
             "outputMint": str(token.mint),
@@ -156,9 +183,12 @@ class JupiterSwap:
             "slippageBps": str(self.slippage_bps),
         }
         try:
-            quote = await with_retries(lambda: self._request("GET", "/quote", params=params))
+            raw_quote = await with_retries(lambda: self._request("GET", "/quote", params=params))
         except ChainRejected as exc:
             raise InsufficientLiquidity(token.symbol, 0, None) from exc
+        quote = checked_quote(
+            raw_quote, mint=token.mint, lamports=lamports, slippage_bps=self.slippage_bps
+        )
         amount = int(quote["otherAmountThreshold"])
         body = {
             "quoteResponse": quote,
@@ -167,13 +197,17 @@ class JupiterSwap:
             "dynamicComputeUnitLimit": True,
         }
         found = await with_retries(lambda: self._request("POST", "/swap-instructions", json=body))
-        raw = [
-            *found.get("setupInstructions", []),
-            found["swapInstruction"],
-            *([found["cleanupInstruction"]] if found.get("cleanupInstruction") else []),
-        ]
-        tables = await self._lookup_tables(found.get("addressLookupTableAddresses", []))
-        return LegPlan(Leg(token, lamports, amount), [_instruction(i) for i in raw], [], tables)
+        instructions = checked_instructions(
+            found, self.allowlist, mint=token.mint, lamports=lamports
+        )
+        tables = found.get("addressLookupTableAddresses", [])
+        if not isinstance(tables, list) or not all(isinstance(t, str) for t in tables):
+            raise SwapRefused("malformed", "addressLookupTableAddresses is not a list of keys")
+        try:
+            lookup = await self._lookup_tables(tables)
+        except ValueError as exc:
+            raise SwapRefused("malformed", f"bad address lookup table: {exc}") from None
+        return LegPlan(Leg(token, lamports, amount), instructions, [], lookup)
 
     async def _lookup_tables(self, addresses: list[str]) -> list[AddressLookupTableAccount]:
         out = []
@@ -185,15 +219,3 @@ class JupiterSwap:
             table = AddressLookupTable.deserialize(data)
             out.append(AddressLookupTableAccount(key, list(table.addresses)))
         return out
-
-
-def _instruction(raw: dict[str, Any]) -> Instruction:
-    """An instruction in Jupiter's JSON form: programId, accounts, base64 data."""
-    return Instruction(
-        Pubkey.from_string(raw["programId"]),
-        base64.b64decode(raw["data"]),
-        [
-            AccountMeta(Pubkey.from_string(a["pubkey"]), a["isSigner"], a["isWritable"])
-            for a in raw["accounts"]
-        ],
-    )
