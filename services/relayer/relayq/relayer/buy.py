@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from pymongo.errors import PyMongoError
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.pubkey import Pubkey
@@ -171,7 +172,22 @@ async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
         other = await relayer.purchases.get(submitted.task.id)
         return BuyResult(submitted.task, other, status_of(submitted.task, other), created=False)
 
-    task = submitted.task
+    try:
+        return await _send(relayer, submitted.task, purchase, txs)
+    except PyMongoError as exc:
+        # The purchase and its held task were recorded before the send: whatever
+        # the store failed to record after it, the purchase exists and recovery
+        # dispatches its task, which settles the swap from the chain. Telling the
+        # client "nothing was accepted" would have it buy again.
+        log_event(log, logging.WARNING, "purchase recorded, its swap's outcome not yet",
+                  task_id=task_id, error=str(exc))  # fmt: skip
+        return BuyResult(submitted.task, purchase, "swap_pending", created=True)
+
+
+async def _send(
+    relayer: Relayer, task: Task, purchase: Purchase, txs: list[VersionedTransaction]
+) -> BuyResult:
+    task_id = task.id
     t0 = time.monotonic()
     try:
         bundle_id = await relayer.jito.send_bundle(txs)
