@@ -43,7 +43,7 @@ lint: install
 bench: install-test
 	@$(UV) run --no-sync python -m bench.run
 
-# The chaos suite for DURATION seconds of faults at RATE jobs/s (make test: 30 s at 40/s).
+# The chaos suite for DURATION seconds of faults at RATE jobs/s (make test: 75 s at 40/s, 3,000 jobs and 300 purchases).
 DURATION ?= 600
 RATE ?= 10
 soak: install

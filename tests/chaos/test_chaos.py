@@ -6,7 +6,9 @@ SIGKILLed, and so is the MongoDB server (then restarted). Afterwards, with the
 recovery job run, every accepted task must be completed (or failed, where its
 type fails on purpose), and every effect applied exactly once.
 `RELAYQ_CHAOS_SECONDS` sets how long jobs are submitted and faults injected
-(default 30) and `RELAYQ_CHAOS_RATE` the jobs per second (default 40);
+(default 75) and `RELAYQ_CHAOS_RATE` the jobs per second (default 40): 3,000
+jobs, and 300 purchases at `RELAYQ_CHAOS_PURCHASE_RATE` (default 4), half of
+them of one identical amount;
 `make soak DURATION=600 RATE=10` runs it longer.
 """
 
@@ -27,12 +29,12 @@ from relayq.core.settings import Settings
 from tests.chaos.stack import API_KEY, ChaosStack
 from tests.chaos.workload import ApiClient, GenericWorkload, PurchaseWorkload, Workload
 
-CHAOS_SECONDS = float(os.environ.get("RELAYQ_CHAOS_SECONDS", "30"))
+CHAOS_SECONDS = float(os.environ.get("RELAYQ_CHAOS_SECONDS", "75"))
 # Jobs per second offered through the API. Ten worker processes, the API, five
-# Redis servers and the store share two cores here: the default offers 1,200 jobs.
+# Redis servers and the store share two cores here: the default offers 3,000 jobs.
 RATE = float(os.environ.get("RELAYQ_CHAOS_RATE", "40"))
 # Purchases per second: each is a swap bundle, a transfer and a dozen store writes.
-PURCHASE_RATE = float(os.environ.get("RELAYQ_CHAOS_PURCHASE_RATE", "1"))
+PURCHASE_RATE = float(os.environ.get("RELAYQ_CHAOS_PURCHASE_RATE", "4"))
 WORKER_KILL_EVERY_SECONDS = 3.0
 # One fault cycle: forced failover, MongoDB killed and restarted, master killed.
 CYCLE_SECONDS = min(60.0, CHAOS_SECONDS)

@@ -209,6 +209,7 @@ async def _states(db: AsyncDatabase[dict[str, Any]], ids: list[str]) -> dict[str
 
 
 WALLET = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
+IDENTICAL_SOL = 0.1
 
 
 @dataclass
@@ -257,7 +258,9 @@ class PurchaseWorkload:
 
         async def one(i: int) -> None:
             await asyncio.sleep(max(0.0, start + i / self.rate - time.monotonic()))
-            sol = round(self.rng.uniform(0.01, 0.5), 3)
+            # Half of one identical amount: same-amount purchases in one blockhash
+            # window must still each get a transfer of their own.
+            sol = IDENTICAL_SOL if i % 2 == 0 else round(self.rng.uniform(0.01, 0.5), 3)
             body = {"wallet": WALLET, "solAmount": sol, "bundleId": "starter"}
             status, answer = await api.post("/v1/buy-tokens", body, accept=(200, 202))
             if status == 200:  # the swap failed or expired: nothing bought

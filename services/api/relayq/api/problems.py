@@ -36,6 +36,7 @@ TITLES = {
     "unknown-bundle": "Unknown bundle",
     "insufficient-liquidity": "Not enough liquidity for this purchase",
     "relayer-unavailable": "Relayer not configured",
+    "purchases-paused": "Purchases are paused",
     "chain-unavailable": "Chain unavailable",
     "chain-error": "Chain service refused the request",
     "swap-refused": "Swap instructions refused before signing",

@@ -20,6 +20,7 @@ from relayq.core.queue import Queue
 from relayq.core.service import JobService
 from relayq.core.settings import Settings
 from relayq.core.store import TaskStore, connect_mongo
+from relayq.core.switches import Switches
 
 # Through Sentinel, a command waits out a failover (the old master's
 # connections drop, Sentinel agrees on a new one: a few seconds) before it
@@ -149,6 +150,7 @@ class Clients:
     queue: Queue
     store: TaskStore
     service: JobService
+    switches: Switches
 
 
 @asynccontextmanager
@@ -170,7 +172,8 @@ async def open_clients(
         if ensure_indexes:
             await store.ensure_indexes()
         registry = load_registry(settings.job_modules)
-        yield Clients(settings, redis, queue, store, JobService(settings, registry, store, queue))
+        service = JobService(settings, registry, store, queue)
+        yield Clients(settings, redis, queue, store, service, Switches(redis, queue.keys))
     finally:
         await redis.aclose()
         await mongo.close()

@@ -61,6 +61,10 @@ class Keys:
         """Hash of what recovery runs did, read by the API's /metrics."""
         return f"{self.prefix}:recovery:last"
 
+    def switch(self, name: str) -> str:
+        """Hash of a kill switch (relayq.core.switches): present while it is on."""
+        return f"{self.prefix}:switch:{{{name}}}"
+
     @property
     def reconcile_report(self) -> str:
         """Hash of what reconciliation runs found, read by the API's /metrics."""

@@ -6,6 +6,7 @@ job modules; without a configured chain they answer 503 relayer-unavailable.
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -13,11 +14,13 @@ from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 
 from relayq.api.contract import Operation, Response, body
-from relayq.api.keys import CLIENT, PROCESS
+from relayq.api.keys import CLIENT, CLIENTS, PROCESS
 from relayq.api.problems import Problem, unavailable
 from relayq.api.requests import idempotency_key, trace_of
 from relayq.core.jobs import InvalidPayload, Task
 from relayq.core.store import IdempotencyConflict
+from relayq.core.switches import Switch
+from relayq.core.telemetry import log_event
 from relayq.relayer.buy import BuyRequest, UnknownBasket, buy
 from relayq.relayer.chain.errors import ChainError, ChainUnavailable, SwapRefused
 from relayq.relayer.chain.swap import InsufficientLiquidity
@@ -33,6 +36,10 @@ def _relayer(request: web.Request) -> Relayer:
     return relayer
 
 
+log = logging.getLogger("relayq.relayer")
+# The kill switch of new purchases (relayq.core.switches).
+PURCHASES_SWITCH = "purchases"
+PAUSED_RETRY_AFTER_SECONDS = 30
 # A purchase above this many SOL is refused before any arithmetic on it.
 MAX_SOL_DIGITS = 12
 
@@ -79,6 +86,24 @@ class PurchaseRequest(BaseModel):
         Strict(),
         Field(min_length=1, max_length=64, description="A bundle of GET /v1/bundles."),
     ]
+
+
+class PauseBody(BaseModel):
+    """Why purchases are paused; recorded with the switch and logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Strict(), Field(min_length=1, max_length=500)]
+
+
+class PurchasesState(BaseModel):
+    """The purchase kill switch."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+
+    paused: bool
+    reason: str | None
+    since: Annotated[str | None, Field(description="When it was paused, RFC 3339.")]
 
 
 class PurchaseAnswer(BaseModel):
@@ -141,6 +166,11 @@ def _answer(task: Task, purchase: Purchase | None, status: str) -> dict[str, Any
 async def buy_tokens(request: web.Request) -> web.Response:
     relayer = _relayer(request)
     req = _buy_request(request, body(request, PurchaseRequest))
+    switch = await relayer.clients.switches.current(PURCHASES_SWITCH)
+    if switch.on:
+        raise Problem(503, "purchases-paused",
+                      f"purchases are paused by an operator: {switch.reason}",
+                      headers={"Retry-After": str(PAUSED_RETRY_AFTER_SECONDS)})  # fmt: skip
     try:
         async with relayer.gate:
             result = await buy(relayer, req)
@@ -170,6 +200,27 @@ async def buy_tokens(request: web.Request) -> web.Response:
     return response
 
 
+def _state(switch: Switch) -> web.Response:
+    return web.json_response({"paused": switch.on, "reason": switch.reason, "since": switch.since})
+
+
+async def purchases_state(request: web.Request) -> web.Response:
+    return _state(await request.app[CLIENTS].switches.read(PURCHASES_SWITCH))
+
+
+async def pause_purchases(request: web.Request) -> web.Response:
+    reason = body(request, PauseBody).reason
+    switch = await request.app[CLIENTS].switches.set(PURCHASES_SWITCH, reason)
+    log_event(log, logging.WARNING, "purchases paused", reason=reason)
+    return _state(switch)
+
+
+async def resume_purchases(request: web.Request) -> web.Response:
+    switch = await request.app[CLIENTS].switches.clear(PURCHASES_SWITCH)
+    log_event(log, logging.WARNING, "purchases resumed")
+    return _state(switch)
+
+
 async def list_bundles(request: web.Request) -> web.Response:
     relayer = _relayer(request)
     source = relayer.swap.price_source
@@ -190,7 +241,7 @@ OPERATIONS = [
                   (409, ["idempotency-conflict", "insufficient-liquidity"]), 413, 415,
                   (422, ["invalid-body", "invalid-payload", "unknown-bundle"]), 428,
                   (502, ["chain-error", "swap-refused"]),
-                  (503, ["chain-unavailable", "relayer-unavailable"])],
+                  (503, ["chain-unavailable", "relayer-unavailable", "purchases-paused"])],
         body=PurchaseRequest,
         parameters=["IdempotencyKey", "Traceparent"],
         description=(
@@ -204,5 +255,26 @@ OPERATIONS = [
         "The bundles for sale: tokens and weights, price source, limits", "client",
         responses={200: Response("The bundles", BundleList)},
         problems=[(503, ["relayer-unavailable"])],
+    ),
+    Operation(
+        "GET", "/v1/admin/purchases", purchases_state, "purchasesState",
+        "Whether purchases are paused (the kill switch)", "admin",
+        responses={200: Response("The switch", PurchasesState)},
+    ),
+    Operation(
+        "POST", "/v1/admin/purchases/pause", pause_purchases, "pausePurchases",
+        "Stop new purchases (503 purchases-paused); transfers in flight finish", "admin",
+        responses={200: Response("The switch", PurchasesState)},
+        problems=[(400, ["invalid-json"]), 413, 415, (422, ["invalid-body", "invalid-payload"])],
+        body=PauseBody,
+        description=(
+            "Shared by every gateway through Redis, read at most once a second. A gateway "
+            "that cannot read Redis keeps the last value it read."
+        ),
+    ),
+    Operation(
+        "POST", "/v1/admin/purchases/resume", resume_purchases, "resumePurchases",
+        "Accept purchases again", "admin",
+        responses={200: Response("The switch", PurchasesState)},
     ),
 ]  # fmt: skip
