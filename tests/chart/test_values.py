@@ -114,6 +114,8 @@ def test_schema_rejects_a_bad_value(helm_home: Path, key: str, value: str, compl
         ({"relayer.enabled": "true", "relayer.keypair.existingSecret": "k"}, "contractOwner"),
         ({"redis.enabled": "false"}, "redis.external.url"),
         ({"mongodb.enabled": "false"}, "mongodb.external.url"),
+        # An empty registry would pull relayq/* from Docker Hub, where anyone can publish it.
+        ({"image.registry": ""}, "image.registry is required"),
     ],
 )
 def test_incomplete_settings_fail_with_a_clear_message(

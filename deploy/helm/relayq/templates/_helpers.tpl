@@ -49,14 +49,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* Image reference: (dict "ctx" $ "image" .Values.api.image). */}}
+{{- /* Without a registry the runtime would pull relayq/* from Docker Hub, where anyone may publish that name. */}}
 {{- define "relayq.image" -}}
-{{- $registry := .ctx.Values.image.registry -}}
+{{- $registry := required "image.registry is required: set it to the registry that holds your relayq images (e.g. --set image.registry=ghcr.io/acme); an empty registry would pull relayq/* from Docker Hub, where anyone can publish that name" .ctx.Values.image.registry -}}
 {{- $tag := .image.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion -}}
-{{- if $registry -}}
 {{ printf "%s/%s:%s" (trimSuffix "/" $registry) .image.repository $tag }}
-{{- else -}}
-{{ printf "%s:%s" .image.repository $tag }}
-{{- end -}}
 {{- end }}
 
 {{- define "relayq.serviceAccountName" -}}
