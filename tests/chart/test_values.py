@@ -116,6 +116,16 @@ def test_schema_rejects_a_bad_value(helm_home: Path, key: str, value: str, compl
         ({"mongodb.enabled": "false"}, "mongodb.external.url"),
         # An empty registry would pull relayq/* from Docker Hub, where anyone can publish it.
         ({"image.registry": ""}, "image.registry is required"),
+        # With policies on, the scrapers and the chain hosts must be named, not guessed.
+        ({"monitoring.enabled": "true"}, "networkPolicy.metricsFrom"),
+        (
+            {
+                "relayer.enabled": "true",
+                "relayer.contractOwner": "x",
+                "relayer.keypair.existingSecret": "k",
+            },
+            "networkPolicy.relayerEgress.to",
+        ),
     ],
 )
 def test_incomplete_settings_fail_with_a_clear_message(
@@ -175,7 +185,14 @@ def test_a_priority_autoscaling_override_merges_over_the_shared_defaults(helm_ho
 def test_external_datastores_are_wired_from_one_secret(helm_home: Path) -> None:
     path = next(p for p in CI_VALUES if "external" in p.name)
     render = template(helm_home, [path])
-    assert not render.of_kind("StatefulSet") and not render.of_kind("NetworkPolicy")
+    assert not render.of_kind("StatefulSet")
+    # No policy for datastores the release does not run; its clients' egress reaches them.
+    policies = render.names("NetworkPolicy")
+    assert not {f"{RELEASE}-redis", f"{RELEASE}-redis-sentinel", f"{RELEASE}-mongodb"} & policies
+    api_policy = render.get("NetworkPolicy", f"{RELEASE}-api")
+    assert api_policy is not None
+    egress_ports = {p["port"] for r in api_policy["spec"]["egress"] for p in r["ports"]}
+    assert {6379, 26379, 27017} <= egress_ports
     redis = render.get("Secret", f"{RELEASE}-redis-external")
     assert redis is not None
     assert set(redis["data"]) == {"redis-url", "redis-password", "sentinels", "master-name"}

@@ -305,3 +305,12 @@ volumes:
     emptyDir:
       sizeLimit: 64Mi
 {{- end }}
+
+{{/* NetworkPolicy ports from a list of TCP port numbers: [443] -> [{port: 443, protocol: TCP}]. */}}
+{{- define "relayq.npPorts" -}}
+{{- $ports := list -}}
+{{- range $p := . -}}
+{{- $ports = append $ports (dict "port" (int $p) "protocol" "TCP") -}}
+{{- end -}}
+{{ toYaml $ports }}
+{{- end }}
