@@ -242,7 +242,16 @@ def test_operator_rbac_is_the_shared_rule_file(ci_render: Render) -> None:
     rules = yaml.safe_load((CHART / "files" / "operator-rbac.yaml").read_text())
     kind = "ClusterRole" if ci_render.values["operator"]["clusterWide"] else "Role"
     (role,) = ci_render.of_kind(kind)
-    assert role["rules"] == rules
+    # The shared rules, then `get` on the Secrets the WorkerAutoscalers name, by name only.
+    *shared, secrets = role["rules"]
+    assert shared == rules
+    assert secrets["resources"] == ["secrets"] and secrets["verbs"] == ["get"]
+    named = {a["spec"]["redis"]["secretRef"]["name"] for a in ci_render.of_kind("WorkerAutoscaler")}
+    assert named <= set(secrets["resourceNames"])
+    assert secrets["resourceNames"] == [_redis_secret_name(ci_render)]
+    for rule in role["rules"]:
+        if "secrets" in rule["resources"] or "*" in rule["resources"]:
+            assert rule.get("resourceNames"), "Secrets only by name"
     (binding,) = ci_render.of_kind(f"{kind}Binding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     operator = ci_render.get("Deployment", f"{RELEASE}-operator")
@@ -268,3 +277,10 @@ def test_recovery_cronjob_never_overlaps(ci_render: Render) -> None:
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["containers"][0]["image"].split(":")[0].endswith("relayq/recovery")
+
+
+def _redis_secret_name(render: Render) -> str:
+    redis = render.values["redis"]
+    if redis["enabled"]:
+        return str(redis["auth"]["existingSecret"] or f"{RELEASE}-redis")
+    return str(redis["external"]["existingSecret"] or f"{RELEASE}-redis-external")
