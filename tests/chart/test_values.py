@@ -358,3 +358,45 @@ def test_mongodb_init_job_is_renamed_when_its_spec_changes(helm_home: Path) -> N
     assert statefulset is not None
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--replSet=rs0" in args and "--keyFile=/keyfile/keyfile" in args
+
+
+REDIS_TLS = {
+    "redis.enabled": "false",
+    "redis.external.url": "rediss://:pw@redis.example:6380/0?ssl_ca_certs=/etc/relayq/redis-tls/ca.crt",
+    "redis.external.tls.caSecret": "redis-ca",
+}
+
+
+def test_external_redis_tls_mounts_the_ca_in_every_relayq_pod(helm_home: Path) -> None:
+    # tests/integration/test_redis_tls.py connects to a TLS Redis with such a URL.
+    render = template(helm_home, sets=REDIS_TLS)
+    pods = {
+        obj["metadata"]["name"]: pod
+        for obj, pod in render.workloads()
+        if obj["metadata"]["name"] != f"{RELEASE}-mongodb"
+        and not obj["metadata"]["name"].startswith(f"{RELEASE}-mongodb-init")
+    }
+    assert {f"{RELEASE}-api", f"{RELEASE}-operator", f"{RELEASE}-recovery"} <= set(pods)
+    for name, pod in pods.items():
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["redis-tls"]["secret"]["secretName"] == "redis-ca", name
+        (container,) = pod["spec"]["containers"]
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["redis-tls"]["mountPath"] == "/etc/relayq/redis-tls", name
+        assert mounts["redis-tls"]["readOnly"] is True
+    assert "redis-tls" not in str(template(helm_home).objects)
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"redis.external.sentinels[0]": "s1.example:26379"}, "TLS through Sentinel"),
+        ({"redis.external.url": "redis://redis.example:6379/0"}, "must be rediss://"),
+        ({"redis.enabled": "true"}, "in-cluster Redis serves without TLS"),
+    ],
+)
+def test_external_redis_tls_refuses_what_it_cannot_do(
+    helm_home: Path, change: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(HelmError, match=re.escape(complaint)):
+        template(helm_home, sets={**REDIS_TLS, **change})

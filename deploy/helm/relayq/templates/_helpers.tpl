@@ -353,3 +353,24 @@ volumes:
 {{- end -}}
 {{ toYaml $ports }}
 {{- end }}
+
+{{/* TLS to an external Redis: the CA certificate, mounted where the rediss:// URL's ssl_ca_certs points. */}}
+{{- define "relayq.redisTlsVolumes" -}}
+{{- $tls := .Values.redis.external.tls }}
+{{- if and (not .Values.redis.enabled) $tls.caSecret }}
+- name: redis-tls
+  secret:
+    secretName: {{ $tls.caSecret }}
+    defaultMode: 0444
+    items:
+      - {key: {{ $tls.caKey }}, path: {{ $tls.caKey }}}
+{{- end }}
+{{- end }}
+
+{{- define "relayq.redisTlsMounts" -}}
+{{- if and (not .Values.redis.enabled) .Values.redis.external.tls.caSecret }}
+- name: redis-tls
+  mountPath: /etc/relayq/redis-tls
+  readOnly: true
+{{- end }}
+{{- end }}
