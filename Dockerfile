@@ -9,9 +9,14 @@
 # numeric non-root user and writes nothing outside /tmp, so it works with
 # readOnlyRootFilesystem (the chart mounts an emptyDir at /tmp).
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# Base images by exact version, never `latest` or a moving minor tag, so a build
+# is repeatable and a base upgrade is a reviewed change. Where a registry is
+# reachable, pin them by digest as well (docs/install.md, "Base images"):
+#   docker build --build-arg PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:<digest> ...
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
 
-FROM ghcr.io/astral-sh/uv:0.13 AS uv
+FROM ${UV_IMAGE} AS uv
 
 # -- build: the workspace sources, then one environment per service -----------------
 FROM ${PYTHON_IMAGE} AS sources

@@ -25,6 +25,7 @@ class RedisGroup:
     workdir: Path
     password: str | None = None
     sentinel_password: str | None = None
+    master_name: str = MASTER_NAME
     servers: list[LocalServer] = field(default_factory=list)
     sentinels: list[LocalServer] = field(default_factory=list)
 
@@ -38,6 +39,7 @@ class RedisGroup:
             s = sentinel_server(
                 self.workdir / f"sentinel-{i}",
                 master.port,
+                master_name=self.master_name,
                 master_password=self.password,
                 password=self.sentinel_password,
             )
@@ -68,7 +70,7 @@ class RedisGroup:
             if not s.running:
                 continue
             try:
-                _, port = self._sentinel(s).sentinel_get_master_addr_by_name(MASTER_NAME)
+                _, port = self._sentinel(s).sentinel_get_master_addr_by_name(self.master_name)
                 return int(port)
             except (RedisError, TypeError):
                 continue
@@ -94,9 +96,9 @@ class RedisGroup:
     def _sentinel_ready(self, server: LocalServer) -> bool:
         try:
             c = self._sentinel(server)
-            master = c.sentinel_master(MASTER_NAME)
-            replicas = c.sentinel_slaves(MASTER_NAME)
-            others = c.sentinel_sentinels(MASTER_NAME)
+            master = c.sentinel_master(self.master_name)
+            replicas = c.sentinel_slaves(self.master_name)
+            others = c.sentinel_sentinels(self.master_name)
         except RedisError:
             return False
         if master.get("is_sdown") or master.get("is_odown"):
@@ -111,7 +113,7 @@ class RedisGroup:
     def failover(self, timeout: float = 30.0) -> tuple[int, int]:
         """Ask Sentinel to promote the replica; returns (old, new) master ports."""
         old = self.master_port()
-        self._sentinel(self.sentinels[0]).execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        self._sentinel(self.sentinels[0]).execute_command("SENTINEL", "FAILOVER", self.master_name)
         return old, self.wait_master_change(old, timeout)
 
     def kill_master(self, timeout: float = 30.0) -> tuple[int, int]:

@@ -20,6 +20,9 @@ HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 KUBE_VERSION = "1.37.2"
 RELEASE = "relayq"
 NAMESPACE = "relayq"
+# image.registry has no default (the render fails without one); renders that
+# name no ci/ file get this one, and a test's own `sets` may override it.
+REGISTRY = "registry.example.com/acme"
 
 
 class HelmError(RuntimeError):
@@ -109,7 +112,7 @@ def template(
         [
             "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
             "--kube-version", KUBE_VERSION, "--include-crds",
-            *value_args(values, sets), *extra,
+            "--set", f"image.registry={REGISTRY}", *value_args(values, sets), *extra,
         ],
         home,
     )  # fmt: skip

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml
 
 from tests.chart.render import CHART, CI_VALUES, RELEASE, run_helm, value_args
 
@@ -265,7 +266,8 @@ class TestDefaultInstall:
             NAMESPACE, label_selector=f"job-name={name}-manual"
         ).items
         assert len(pods) == 1
-        assert pods[0].spec.containers[0].image.startswith("relayq/recovery:")
+        registry = yaml.safe_load(DEFAULT_VALUES.read_text())["image"]["registry"]
+        assert pods[0].spec.containers[0].image.startswith(f"{registry}/relayq/recovery:")
 
     def test_upgrade_with_changed_env_rolls_the_api_and_keeps_secrets(
         self, cluster: Cluster, default_install: float

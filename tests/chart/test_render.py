@@ -242,7 +242,16 @@ def test_operator_rbac_is_the_shared_rule_file(ci_render: Render) -> None:
     rules = yaml.safe_load((CHART / "files" / "operator-rbac.yaml").read_text())
     kind = "ClusterRole" if ci_render.values["operator"]["clusterWide"] else "Role"
     (role,) = ci_render.of_kind(kind)
-    assert role["rules"] == rules
+    # The shared rules, then `get` on the Secrets the WorkerAutoscalers name, by name only.
+    *shared, secrets = role["rules"]
+    assert shared == rules
+    assert secrets["resources"] == ["secrets"] and secrets["verbs"] == ["get"]
+    named = {a["spec"]["redis"]["secretRef"]["name"] for a in ci_render.of_kind("WorkerAutoscaler")}
+    assert named <= set(secrets["resourceNames"])
+    assert secrets["resourceNames"] == [_redis_secret_name(ci_render)]
+    for rule in role["rules"]:
+        if "secrets" in rule["resources"] or "*" in rule["resources"]:
+            assert rule.get("resourceNames"), "Secrets only by name"
     (binding,) = ci_render.of_kind(f"{kind}Binding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     operator = ci_render.get("Deployment", f"{RELEASE}-operator")
@@ -298,3 +307,10 @@ def test_reconcile_cronjob_runs_with_the_relayers_settings_when_it_is_enabled(
     assert "/etc/relayq/relayer" in mounts
     config = ci_render.get("ConfigMap", container["envFrom"][0]["configMapRef"]["name"])
     assert config is not None and "RELAYQ_CONTRACT_OWNER" in config["data"]
+
+
+def _redis_secret_name(render: Render) -> str:
+    redis = render.values["redis"]
+    if redis["enabled"]:
+        return str(redis["auth"]["existingSecret"] or f"{RELEASE}-redis")
+    return str(redis["external"]["existingSecret"] or f"{RELEASE}-redis-external")

@@ -114,6 +114,18 @@ def test_schema_rejects_a_bad_value(helm_home: Path, key: str, value: str, compl
         ({"relayer.enabled": "true", "relayer.keypair.existingSecret": "k"}, "contractOwner"),
         ({"redis.enabled": "false"}, "redis.external.url"),
         ({"mongodb.enabled": "false"}, "mongodb.external.url"),
+        # An empty registry would pull relayq/* from Docker Hub, where anyone can publish it.
+        ({"image.registry": ""}, "image.registry is required"),
+        # With policies on, the scrapers and the chain hosts must be named, not guessed.
+        ({"monitoring.enabled": "true"}, "networkPolicy.metricsFrom"),
+        (
+            {
+                "relayer.enabled": "true",
+                "relayer.contractOwner": "x",
+                "relayer.keypair.existingSecret": "k",
+            },
+            "networkPolicy.relayerEgress.to",
+        ),
     ],
 )
 def test_incomplete_settings_fail_with_a_clear_message(
@@ -173,7 +185,14 @@ def test_a_priority_autoscaling_override_merges_over_the_shared_defaults(helm_ho
 def test_external_datastores_are_wired_from_one_secret(helm_home: Path) -> None:
     path = next(p for p in CI_VALUES if "external" in p.name)
     render = template(helm_home, [path])
-    assert not render.of_kind("StatefulSet") and not render.of_kind("NetworkPolicy")
+    assert not render.of_kind("StatefulSet")
+    # No policy for datastores the release does not run; its clients' egress reaches them.
+    policies = render.names("NetworkPolicy")
+    assert not {f"{RELEASE}-redis", f"{RELEASE}-redis-sentinel", f"{RELEASE}-mongodb"} & policies
+    api_policy = render.get("NetworkPolicy", f"{RELEASE}-api")
+    assert api_policy is not None
+    egress_ports = {p["port"] for r in api_policy["spec"]["egress"] for p in r["ports"]}
+    assert {6379, 26379, 27017} <= egress_ports
     redis = render.get("Secret", f"{RELEASE}-redis-external")
     assert redis is not None
     assert set(redis["data"]) == {"redis-url", "redis-password", "sentinels", "master-name"}
@@ -339,3 +358,45 @@ def test_mongodb_init_job_is_renamed_when_its_spec_changes(helm_home: Path) -> N
     assert statefulset is not None
     args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--replSet=rs0" in args and "--keyFile=/keyfile/keyfile" in args
+
+
+REDIS_TLS = {
+    "redis.enabled": "false",
+    "redis.external.url": "rediss://:pw@redis.example:6380/0?ssl_ca_certs=/etc/relayq/redis-tls/ca.crt",
+    "redis.external.tls.caSecret": "redis-ca",
+}
+
+
+def test_external_redis_tls_mounts_the_ca_in_every_relayq_pod(helm_home: Path) -> None:
+    # tests/integration/test_redis_tls.py connects to a TLS Redis with such a URL.
+    render = template(helm_home, sets=REDIS_TLS)
+    pods = {
+        obj["metadata"]["name"]: pod
+        for obj, pod in render.workloads()
+        if obj["metadata"]["name"] != f"{RELEASE}-mongodb"
+        and not obj["metadata"]["name"].startswith(f"{RELEASE}-mongodb-init")
+    }
+    assert {f"{RELEASE}-api", f"{RELEASE}-operator", f"{RELEASE}-recovery"} <= set(pods)
+    for name, pod in pods.items():
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes["redis-tls"]["secret"]["secretName"] == "redis-ca", name
+        (container,) = pod["spec"]["containers"]
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["redis-tls"]["mountPath"] == "/etc/relayq/redis-tls", name
+        assert mounts["redis-tls"]["readOnly"] is True
+    assert "redis-tls" not in str(template(helm_home).objects)
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"redis.external.sentinels[0]": "s1.example:26379"}, "TLS through Sentinel"),
+        ({"redis.external.url": "redis://redis.example:6379/0"}, "must be rediss://"),
+        ({"redis.enabled": "true"}, "in-cluster Redis serves without TLS"),
+    ],
+)
+def test_external_redis_tls_refuses_what_it_cannot_do(
+    helm_home: Path, change: dict[str, str], complaint: str
+) -> None:
+    with pytest.raises(HelmError, match=re.escape(complaint)):
+        template(helm_home, sets={**REDIS_TLS, **change})

@@ -17,6 +17,8 @@ CRD_FILE = CHART / "crds" / "workerautoscaler.yaml"
 RBAC_FILE = CHART / "files" / "operator-rbac.yaml"
 GROUP, VERSION, PLURAL = "relayq.io", "v1alpha1", "workerautoscalers"
 OPERATOR_SA = "relayq-operator"
+# The Secret the tests' WorkerAutoscalers name (the chart's is `<release>-redis`).
+REDIS_SECRET = "redis"
 # The generated client picks JSON Patch for a PATCH unless told otherwise.
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -57,10 +59,21 @@ def install_crd(api: client.ApiClient) -> None:
     wait_for("the WorkerAutoscaler CRD established", established)
 
 
-def rbac_rules() -> list[dict[str, Any]]:
+def rbac_rules(secrets: tuple[str, ...] = (REDIS_SECRET,)) -> list[dict[str, Any]]:
+    """The chart's rules: the shared file, and `get` on the named Redis Secrets only."""
     rules = yaml.safe_load(RBAC_FILE.read_text())
     assert isinstance(rules, list)
-    return rules
+    return [*rules, secret_rule(secrets)]
+
+
+def secret_rule(names: tuple[str, ...]) -> dict[str, Any]:
+    """The rule templates/operator/rbac.yaml adds: these Secrets by name, nothing else."""
+    return {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": list(names),
+        "verbs": ["get"],
+    }
 
 
 def grant_operator(api: client.ApiClient, namespace: str, rules: list[dict[str, Any]]) -> None:

@@ -49,14 +49,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* Image reference: (dict "ctx" $ "image" .Values.api.image). */}}
+{{- /* Without a registry the runtime would pull relayq/* from Docker Hub, where anyone may publish that name. */}}
 {{- define "relayq.image" -}}
-{{- $registry := .ctx.Values.image.registry -}}
+{{- $registry := required "image.registry is required: set it to the registry that holds your relayq images (e.g. --set image.registry=ghcr.io/acme); an empty registry would pull relayq/* from Docker Hub, where anyone can publish that name" .ctx.Values.image.registry -}}
 {{- $tag := .image.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion -}}
-{{- if $registry -}}
 {{ printf "%s/%s:%s" (trimSuffix "/" $registry) .image.repository $tag }}
-{{- else -}}
-{{ printf "%s:%s" .image.repository $tag }}
-{{- end -}}
 {{- end }}
 
 {{- define "relayq.serviceAccountName" -}}
@@ -135,7 +132,14 @@ in the cluster, else a new random one. (dict "ctx" $ "secret" name "key" key "va
 {{- if and $existing (hasKey ($existing.data | default dict) .key) -}}
 {{ index $existing.data .key }}
 {{- else -}}
-{{ randAlphaNum (int (.length | default 32)) | b64enc }}
+{{- /* One random value per key and render: the Secret and the pods' checksums of it agree. */ -}}
+{{- $generated := .ctx.Release.generatedSecrets | default dict -}}
+{{- $_ := set .ctx.Release "generatedSecrets" $generated -}}
+{{- $id := printf "%s/%s" .secret .key -}}
+{{- if not (hasKey $generated $id) -}}
+{{- $_ := set $generated $id (randAlphaNum (int (.length | default 32)) | b64enc) -}}
+{{- end -}}
+{{ get $generated $id }}
 {{- end -}}
 {{- end -}}
 {{- end }}
@@ -248,8 +252,40 @@ securityContext:
 {{- end }}
 
 {{/* Checksums that roll pods when their configuration changes. */}}
+{{/*
+Checksums of the ConfigMap and Secrets a relayq process reads (env and volumes),
+as pod annotations: a change to any of them rolls the pods. A Secret the chart
+renders is hashed as rendered; an existing one by its data in the cluster at
+install/upgrade time (lookup; nothing under `helm template`).
+*/}}
 {{- define "relayq.configChecksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/config.yaml") . | sha256sum }}
+checksum/auth: {{ include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.authSecretName" .) "template" "/auth-secret.yaml" "existing" .Values.auth.existingSecret) | sha256sum }}
+checksum/redis: {{ include "relayq.redisSecretChecksum" . }}
+checksum/mongodb: {{ include "relayq.mongodbSecretChecksum" . }}
+{{- if .Values.relayer.enabled }}
+checksum/relayer: {{ printf "%s%s" (include (print .Template.BasePath "/relayer.yaml") .) (include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.relayerSecretName" .) "template" "" "existing" .Values.relayer.keypair.existingSecret)) | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{- define "relayq.redisSecretChecksum" -}}
+{{- $existing := ternary .Values.redis.auth.existingSecret .Values.redis.external.existingSecret .Values.redis.enabled -}}
+{{- include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.redisSecretName" .) "template" "/redis/secret.yaml" "existing" $existing) | sha256sum -}}
+{{- end }}
+
+{{- define "relayq.mongodbSecretChecksum" -}}
+{{- $existing := ternary .Values.mongodb.auth.existingSecret .Values.mongodb.external.existingSecret .Values.mongodb.enabled -}}
+{{- include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.mongodbSecretName" .) "template" "/mongodb/secret.yaml" "existing" $existing) | sha256sum -}}
+{{- end }}
+
+{{/* A Secret's content for a checksum: (dict "ctx" $ "name" n "template" "/x.yaml" "existing" nameOrEmpty). */}}
+{{- define "relayq.secretContent" -}}
+{{- if .existing -}}
+{{- $found := lookup "v1" "Secret" .ctx.Release.Namespace .name | default dict -}}
+{{- get $found "data" | default dict | toJson -}}
+{{- else if .template -}}
+{{- include (print .ctx.Template.BasePath .template) .ctx -}}
+{{- end -}}
 {{- end }}
 
 {{/* Pod spec of the MongoDB init Job (its hash names the Job). */}}
@@ -307,4 +343,34 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
+{{- end }}
+
+{{/* NetworkPolicy ports from a list of TCP port numbers: [443] -> [{port: 443, protocol: TCP}]. */}}
+{{- define "relayq.npPorts" -}}
+{{- $ports := list -}}
+{{- range $p := . -}}
+{{- $ports = append $ports (dict "port" (int $p) "protocol" "TCP") -}}
+{{- end -}}
+{{ toYaml $ports }}
+{{- end }}
+
+{{/* TLS to an external Redis: the CA certificate, mounted where the rediss:// URL's ssl_ca_certs points. */}}
+{{- define "relayq.redisTlsVolumes" -}}
+{{- $tls := .Values.redis.external.tls }}
+{{- if and (not .Values.redis.enabled) $tls.caSecret }}
+- name: redis-tls
+  secret:
+    secretName: {{ $tls.caSecret }}
+    defaultMode: 0444
+    items:
+      - {key: {{ $tls.caKey }}, path: {{ $tls.caKey }}}
+{{- end }}
+{{- end }}
+
+{{- define "relayq.redisTlsMounts" -}}
+{{- if and (not .Values.redis.enabled) .Values.redis.external.tls.caSecret }}
+- name: redis-tls
+  mountPath: /etc/relayq/redis-tls
+  readOnly: true
+{{- end }}
 {{- end }}

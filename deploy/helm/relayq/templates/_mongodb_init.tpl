@@ -7,13 +7,18 @@ init.sh: |
   # Wait for the first member, then initiate the set from it alone: the
   # others already hold the root user the entrypoint wrote, and a set can
   # only be initiated over members without data. rs.add() syncs them anew.
-  until mongosh --quiet "mongodb://root:${ROOT_PASSWORD}@${first}/admin?directConnection=true" \
-      --eval 'db.adminCommand({ping: 1}).ok' >/dev/null 2>&1; do
+  # The root password never appears on a command line (any process on the
+  # node can read those): each script authenticates from ROOT_PASSWORD in
+  # its environment.
+  until mongosh --quiet "mongodb://${first}/admin?directConnection=true" \
+      --eval 'db.auth("root", process.env.ROOT_PASSWORD); db.adminCommand({ping: 1}).ok' \
+      >/dev/null 2>&1; do
     echo "waiting for ${first}"; sleep 2
   done
-  mongosh --quiet "mongodb://root:${ROOT_PASSWORD}@${first}/admin?directConnection=true" /scripts/initiate.js
-  mongosh --quiet "mongodb://root:${ROOT_PASSWORD}@${MEMBERS}/admin?replicaSet=${REPLICA_SET}" /scripts/members.js
+  mongosh --quiet "mongodb://${first}/admin?directConnection=true" /scripts/initiate.js
+  mongosh --quiet "mongodb://${MEMBERS}/admin?replicaSet=${REPLICA_SET}" /scripts/members.js
 initiate.js: |
+  db.getSiblingDB("admin").auth("root", process.env.ROOT_PASSWORD);
   const hosts = process.env.MEMBERS.split(",");
   try {
     rs.status();
@@ -25,6 +30,7 @@ initiate.js: |
   }
   while (!db.hello().isWritablePrimary) sleep(1000);
 members.js: |
+  db.getSiblingDB("admin").auth("root", process.env.ROOT_PASSWORD);
   const hosts = process.env.MEMBERS.split(",");
   const known = rs.conf().members.map((m) => m.host);
   for (const host of hosts) {
