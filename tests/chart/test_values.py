@@ -197,10 +197,15 @@ def test_existing_secrets_replace_every_generated_one(helm_home: Path) -> None:
     assert api is not None
     pod = api["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["relayer-keypair"]["secret"]["secretName"] == "relayq-relayer"
+    assert "relayer-keypair" not in volumes
+    assert volumes["signer-token"]["secret"]["secretName"] == "relayq-signer-token"
     assert volumes["auth"]["secret"]["secretName"] == "relayq-auth"
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["RELAYQ_RELAYER_KEYPAIR_FILE"]["value"] == "/etc/relayq/relayer/relayer.json"
+    assert "RELAYQ_RELAYER_KEYPAIR_FILE" not in env
+    signer = render.get("Deployment", f"{RELEASE}-signer")
+    assert signer is not None
+    signer_volumes = {v["name"]: v for v in signer["spec"]["template"]["spec"]["volumes"]}
+    assert signer_volumes["relayer-keypair"]["secret"]["secretName"] == "relayq-relayer"
     assert env["RELAYQ_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "relayq-redis"
     assert env["MONGODB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "relayq-mongodb"
 
