@@ -42,7 +42,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM sources AS build-worker
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-default-groups --no-editable \
-        --package relayq-worker --package relayq-relayer --package relayq-cli
+        --package relayq-worker --package relayq-relayer --package relayq-cli --package relayq-signer
 
 FROM sources AS build-recovery
 RUN --mount=type=cache,target=/root/.cache/uv \

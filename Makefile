@@ -38,7 +38,7 @@ test: install-test
 lint: install
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync ruff format --check .
-	@$(UV) run --no-sync mypy -p relayq.core -p relayq.worker -p relayq.cli -p relayq.api -p relayq.recovery -p relayq.operator -p relayq.devchain -p relayq.dev -p relayq.relayer
+	@$(UV) run --no-sync mypy -p relayq.core -p relayq.worker -p relayq.cli -p relayq.api -p relayq.recovery -p relayq.operator -p relayq.devchain -p relayq.dev -p relayq.relayer -p relayq.signer
 
 bench: install-test
 	@$(UV) run --no-sync python -m bench.run

@@ -81,6 +81,7 @@ def existing_secrets(values: dict[str, Any]) -> set[str]:
         values["mongodb"]["auth"]["existingSecret"],
         values["mongodb"]["external"]["existingSecret"],
         values["relayer"]["keypair"]["existingSecret"],
+        values["relayer"]["signer"]["existingTokenSecret"],
     }
     for tls in values["api"]["ingress"]["tls"]:
         names.add(tls["secretName"])

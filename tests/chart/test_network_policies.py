@@ -26,7 +26,7 @@ OUTSIDE = [INTERNET, DNS, STRANGER, INGRESS, PROMETHEUS, RPC]
 
 PORTS = [
     (53, "UDP"), (53, "TCP"), (80, "TCP"), (443, "TCP"), (6443, "TCP"), (8080, "TCP"),
-    (9100, "TCP"), (6379, "TCP"), (26379, "TCP"), (27017, "TCP"), (22, "TCP"),
+    (8090, "TCP"), (9100, "TCP"), (6379, "TCP"), (26379, "TCP"), (27017, "TCP"), (22, "TCP"),
 ]  # fmt: skip
 RELAYQ = ["api", "worker", "recovery", "operator"]
 DATASTORES = ["redis", "redis-sentinel", "mongodb", "mongodb-init"]
@@ -90,7 +90,8 @@ def test_every_pod_resolves_names_and_nothing_from_outside_reaches_the_datastore
     outside = {o.name for o in OUTSIDE}
     for src, dst, port, _ in flows:
         if src in outside:
-            assert dst in {"api", "worker", "operator"}, (src, dst, port)
+            assert dst in {"api", "worker", "operator", "signer"}, (src, dst, port)
+            assert dst != "signer" or src == "prometheus", (src, dst, port)  # its metrics only
 
 
 def test_default_install_admits_exactly_the_intended_flows(default_render: Render) -> None:
@@ -119,6 +120,12 @@ def test_public_setup_admits_the_ingress_prometheus_and_the_chain_hosts_only(
         ("reconcile", "rpc", 443, "TCP"),
     }
     expected |= {("reconcile", "dns", 53, "UDP"), ("reconcile", "dns", 53, "TCP")}  # fmt: skip
+    # The signer: reached by the API, the workers, reconcile (and Prometheus); it reaches
+    # the chain hosts for lookup tables and tip accounts, and names.
+    expected |= {("api", "signer", 8090, "TCP"), ("worker", "signer", 8090, "TCP"),
+                 ("reconcile", "signer", 8090, "TCP"), ("prometheus", "signer", 8090, "TCP"),
+                 ("signer", "rpc", 443, "TCP"), ("signer", "dns", 53, "UDP"),
+                 ("signer", "dns", 53, "TCP")}  # fmt: skip
     flows = flows_of(public_render)
     assert flows - expected == set(), "admitted but not intended"
     assert expected - flows == set(), "intended but not admitted"

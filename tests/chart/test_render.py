@@ -302,9 +302,9 @@ def test_reconcile_cronjob_runs_with_the_relayers_settings_when_it_is_enabled(
     window, settle = values["reconcile"]["windowSeconds"], values["reconcile"]["settleSeconds"]
     assert container["args"] == ["--window", str(window), "--settle", str(settle)]
     env = {e["name"] for e in container["env"]}
-    assert {"RELAYQ_RELAYER_KEYPAIR_FILE", "RELAYQ_BASKETS_FILE", "RELAYQ_MONGO_URL"} <= env
+    assert {"RELAYQ_SIGNER_URL", "RELAYQ_BASKETS_FILE", "RELAYQ_MONGO_URL"} <= env
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert "/etc/relayq/relayer" in mounts
+    assert "/etc/relayq/signer-token" in mounts and "/etc/relayq/relayer" not in mounts
     config = ci_render.get("ConfigMap", container["envFrom"][0]["configMapRef"]["name"])
     assert config is not None and "RELAYQ_CONTRACT_OWNER" in config["data"]
 
@@ -314,3 +314,38 @@ def _redis_secret_name(render: Render) -> str:
     if redis["enabled"]:
         return str(redis["auth"]["existingSecret"] or f"{RELEASE}-redis")
     return str(redis["external"]["existingSecret"] or f"{RELEASE}-redis-external")
+
+
+def test_only_the_signer_mounts_the_relayers_key(ci_render: Render) -> None:
+    if not ci_render.values["relayer"]["enabled"]:
+        assert ci_render.get("Deployment", f"{RELEASE}-signer") is None
+        return
+    key = {"relayer-keypair"}
+    mounting = set()
+    for kind in ("Deployment", "StatefulSet", "CronJob", "Job"):
+        for doc in ci_render.of_kind(kind):
+            spec = doc["spec"]
+            if kind == "CronJob":
+                spec = spec["jobTemplate"]["spec"]
+            pod = spec["template"]["spec"]
+            secrets = {v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+            names = {v["name"] for v in pod.get("volumes", [])}
+            env = {e["name"] for c in pod["containers"] for e in c.get("env", [])}
+            if names & key or "RELAYQ_RELAYER_KEYPAIR_FILE" in env:
+                mounting.add(doc["metadata"]["name"])
+            elif doc["metadata"]["name"] != f"{RELEASE}-signer":
+                assert not any(s.endswith("relayer-keypair") or s == "relayq-relayer"
+                               for s in secrets), doc["metadata"]["name"]  # fmt: skip
+    assert mounting == {f"{RELEASE}-signer"}
+    policy = ci_render.get("NetworkPolicy", f"{RELEASE}-signer")
+    if ci_render.values["networkPolicy"]["enabled"]:
+        assert policy is not None
+        (rule,) = policy["spec"]["ingress"]
+        sources = [
+            peer["podSelector"]["matchLabels"] for peer in rule["from"] if "podSelector" in peer
+        ]
+        admitted = {
+            s.get("app.kubernetes.io/component") or s.get("relayq.io/role") for s in sources
+        }
+        assert admitted == {"api", "worker", "reconcile"}  # and Prometheus, where it is named
+    assert ci_render.get("Ingress", f"{RELEASE}-signer") is None

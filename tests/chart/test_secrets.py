@@ -22,6 +22,7 @@ FIXED = {
     "relayer.enabled": "true",
     "relayer.contractOwner": "AEqFwvZ73UTPQSYvn97cy3fFCygZzx6rQiF7pnwsBK3A",
     "relayer.keypair.json": "[1]",
+    "relayer.signer.token": "signer-token-1",
     "networkPolicy.relayerEgress.to[0].ipBlock.cidr": "203.0.113.0/24",
 }
 RELAYQ_PODS = ["api", "worker-critical", "worker-batch"]
@@ -121,6 +122,9 @@ def test_every_pod_reading_a_secret_carries_its_checksum(ci_render: Render) -> N
         ),
         values["relayer"]["keypair"]["existingSecret"] or f"{RELEASE}-relayer-keypair": (
             "checksum/relayer"
+        ),
+        values["relayer"]["signer"]["existingTokenSecret"] or f"{RELEASE}-signer-token": (
+            "checksum/signer"
         ),
     }
     for obj, pod in ci_render.workloads():

@@ -216,10 +216,15 @@ def test_existing_secrets_replace_every_generated_one(helm_home: Path) -> None:
     assert api is not None
     pod = api["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert volumes["relayer-keypair"]["secret"]["secretName"] == "relayq-relayer"
+    assert "relayer-keypair" not in volumes
+    assert volumes["signer-token"]["secret"]["secretName"] == "relayq-signer-token"
     assert volumes["auth"]["secret"]["secretName"] == "relayq-auth"
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
-    assert env["RELAYQ_RELAYER_KEYPAIR_FILE"]["value"] == "/etc/relayq/relayer/relayer.json"
+    assert "RELAYQ_RELAYER_KEYPAIR_FILE" not in env
+    signer = render.get("Deployment", f"{RELEASE}-signer")
+    assert signer is not None
+    signer_volumes = {v["name"]: v for v in signer["spec"]["template"]["spec"]["volumes"]}
+    assert signer_volumes["relayer-keypair"]["secret"]["secretName"] == "relayq-relayer"
     assert env["RELAYQ_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "relayq-redis"
     assert env["MONGODB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "relayq-mongodb"
 
@@ -319,9 +324,17 @@ def test_relayer_settings_reach_api_and_workers(helm_home: Path) -> None:
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["RELAYQ_BASKETS_FILE"] == "/etc/relayq/baskets/baskets.json"
-        assert env["RELAYQ_RELAYER_KEYPAIR_FILE"] == "/etc/relayq/relayer/keypair.json"
+        # They sign through the signer; only the signer holds the key.
+        assert env["RELAYQ_SIGNER_URL"] == f"http://{RELEASE}-signer:8090"
+        assert env["RELAYQ_SIGNER_TOKEN_FILE"] == "/etc/relayq/signer-token/token"
+        assert "RELAYQ_RELAYER_KEYPAIR_FILE" not in env
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
-        assert {"/etc/relayq/baskets", "/etc/relayq/relayer"} <= mounts
+        assert "/etc/relayq/baskets" in mounts and "/etc/relayq/relayer" not in mounts
+    signer = render.get("Deployment", f"{RELEASE}-signer")
+    assert signer is not None
+    container = signer["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RELAYQ_RELAYER_KEYPAIR_FILE"] == "/etc/relayq/relayer/keypair.json"
 
 
 def test_a_config_change_changes_the_pod_template_checksum(helm_home: Path) -> None:

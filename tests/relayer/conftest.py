@@ -114,7 +114,7 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 async def relayer(clients: Clients, chain_settings: ChainSettings) -> AsyncIterator[Relayer]:
     """The relayer the test inspects; `process` hands it to in-process workers."""
-    relayer = open_relayer(chain_settings, clients)
+    relayer = await open_relayer(chain_settings, clients)
     yield relayer
     await relayer.close()
 

@@ -97,6 +97,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{- define "relayq.signerName" -}}
+{{- printf "%s-signer" (include "relayq.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "relayq.signerTokenSecretName" -}}
+{{- .Values.relayer.signer.existingTokenSecret | default (printf "%s-signer-token" (include "relayq.fullname" .)) }}
+{{- end }}
+
 {{- define "relayq.relayerSecretName" -}}
 {{- .Values.relayer.keypair.existingSecret | default (printf "%s-relayer-keypair" (include "relayq.fullname" .)) }}
 {{- end }}
@@ -210,8 +218,10 @@ securityContext:
 {{/* Chain settings of the relayer (api and workers). */}}
 {{- define "relayq.relayerEnv" -}}
 {{- if .Values.relayer.enabled }}
-- name: RELAYQ_RELAYER_KEYPAIR_FILE
-  value: /etc/relayq/relayer/{{ .Values.relayer.keypair.key }}
+- name: RELAYQ_SIGNER_URL
+  value: http://{{ include "relayq.signerName" . }}:{{ .Values.relayer.signer.port }}
+- name: RELAYQ_SIGNER_TOKEN_FILE
+  value: /etc/relayq/signer-token/token
 - name: RELAYQ_BASKETS_FILE
   value: /etc/relayq/baskets/baskets.json
 {{- end }}
@@ -219,13 +229,13 @@ securityContext:
 
 {{- define "relayq.relayerVolumes" -}}
 {{- if .Values.relayer.enabled }}
-- name: relayer-keypair
+- name: signer-token
   secret:
-    secretName: {{ include "relayq.relayerSecretName" . }}
+    secretName: {{ include "relayq.signerTokenSecretName" . }}
     defaultMode: 0440
     items:
-      - key: {{ .Values.relayer.keypair.key }}
-        path: {{ .Values.relayer.keypair.key }}
+      - key: token
+        path: token
 - name: baskets
   configMap:
     name: {{ include "relayq.basketsName" . }}
@@ -234,8 +244,8 @@ securityContext:
 
 {{- define "relayq.relayerMounts" -}}
 {{- if .Values.relayer.enabled }}
-- name: relayer-keypair
-  mountPath: /etc/relayq/relayer
+- name: signer-token
+  mountPath: /etc/relayq/signer-token
   readOnly: true
 - name: baskets
   mountPath: /etc/relayq/baskets
@@ -265,6 +275,7 @@ checksum/redis: {{ include "relayq.redisSecretChecksum" . }}
 checksum/mongodb: {{ include "relayq.mongodbSecretChecksum" . }}
 {{- if .Values.relayer.enabled }}
 checksum/relayer: {{ printf "%s%s" (include (print .Template.BasePath "/relayer.yaml") .) (include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.relayerSecretName" .) "template" "" "existing" .Values.relayer.keypair.existingSecret)) | sha256sum }}
+checksum/signer: {{ include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.signerTokenSecretName" .) "template" "/signer/token-secret.yaml" "existing" .Values.relayer.signer.existingTokenSecret) | sha256sum }}
 {{- end }}
 {{- end }}
 

@@ -39,6 +39,7 @@ RECOVERY_EVERY_SECONDS = 30
 RECONCILE_EVERY_SECONDS = 60
 RECONCILE_WINDOW_SECONDS = 3600
 RECONCILE_SETTLE_SECONDS = 30
+SIGNER_PORT = 8090
 
 
 def _local_port(url: str, default: int) -> int:
@@ -92,10 +93,26 @@ def main(argv: Sequence[str] | None = None) -> None:
             env["RELAYQ_JOB_MODULES"] = ",".join([*modules, RELAYER_MODULE])
         env.setdefault("RELAYQ_API_KEY", secrets.token_urlsafe(24))
         env.setdefault("RELAYQ_ADMIN_TOKEN", secrets.token_urlsafe(24))
+        relayer_on = bool(env.get("RELAYQ_RELAYER_KEYPAIR_FILE") or env.get("RELAYQ_SIGNER_URL"))
+        if env.get("RELAYQ_RELAYER_KEYPAIR_FILE") and not env.get("RELAYQ_SIGNER_URL"):
+            # The signer holds the key, as in the chart: the API and workers ask it to sign.
+            signer_port = int(env.get("RELAYQ_SIGNER_PORT") or SIGNER_PORT)
+            env.setdefault("RELAYQ_SIGNER_TOKEN", secrets.token_urlsafe(24))
+            signer_env = {**env, "RELAYQ_SIGNER_HOST": "127.0.0.1"}
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "relayq.signer", "--port", str(signer_port)],
+                    env=signer_env,
+                )
+            )
+            wait_for_port(signer_port, children[-1], 60)
+            env["RELAYQ_SIGNER_URL"] = f"http://127.0.0.1:{signer_port}"
+            del env["RELAYQ_RELAYER_KEYPAIR_FILE"]
         api_port = int(env.get("RELAYQ_API_PORT") or 8080)
         children.append(
             subprocess.Popen([sys.executable, "-m", "relayq.api", "--port", str(api_port)], env=env)
         )
+        api = children[-1]
         for i, priority in enumerate(Priority):
             port = args.metrics_base_port + i if args.metrics_base_port else 0
             children.append(
@@ -120,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 stdout=subprocess.DEVNULL,
             )
         )
-        if env.get("RELAYQ_RELAYER_KEYPAIR_FILE"):
+        if relayer_on:
             # The reconcile CronJob's stand-in: the chain against the purchase records.
             children.append(
                 subprocess.Popen(
@@ -134,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     stdout=(args.data_dir / "reconcile.jsonl").open("a"),
                 )
             )  # fmt: skip
-        wait_for_port(api_port, children[0], 60)
+        wait_for_port(api_port, api, 60)
         print(_banner(settings, args.metrics_base_port, env, api_port), flush=True)
         while not stop.wait(0.5):
             if args.duration is not None:
@@ -176,8 +193,11 @@ def _banner(settings: Settings, metrics_base_port: int, env: dict[str, str], api
             f"  reconcile every {RECONCILE_EVERY_SECONDS}s, the last"
             f" {RECONCILE_WINDOW_SECONDS}s of purchases (reports in .run/reconcile.jsonl;"
             " relayq_reconcile_discrepancies in /metrics)"
-            if env.get("RELAYQ_RELAYER_KEYPAIR_FILE")
+            if env.get("RELAYQ_SIGNER_URL")
             else "  reconcile off (no relayer configured)",
+            f"  signer    {env.get('RELAYQ_SIGNER_URL')} (holds the relayer's key)"
+            if env.get("RELAYQ_SIGNER_URL")
+            else "  signer    off (no relayer configured)",
             f"  api       http://127.0.0.1:{api_port} (docs at /docs)",
             f"  client key   RELAYQ_API_KEY={env['RELAYQ_API_KEY']}",
             f"  admin token  RELAYQ_ADMIN_TOKEN={env['RELAYQ_ADMIN_TOKEN']}",

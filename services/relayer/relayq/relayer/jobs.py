@@ -63,7 +63,7 @@ async def startup(ctx: ProcessContext) -> None:
         if not chain.configured:
             log_event(log, logging.WARNING, "relayer not configured: its jobs and routes refuse")
             return
-        ctx.state[RELAYER] = open_relayer(chain, ctx.clients)
+        ctx.state[RELAYER] = await open_relayer(chain, ctx.clients)
         ctx.state[_OWNED] = True
     relayer: Relayer = ctx.state[RELAYER]
     await _require_history(ctx, relayer)

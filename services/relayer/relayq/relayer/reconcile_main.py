@@ -63,7 +63,7 @@ async def run_once(
 ) -> ReconcileReport:
     """Connect, reconcile once, record the counts, close. Raises when it cannot complete."""
     async with open_clients(settings, ensure_indexes=False) as clients:
-        relayer = open_relayer(chain, clients)
+        relayer = await open_relayer(chain, clients)
         try:
             since = datetime.now(UTC) - timedelta(seconds=window)
             try:

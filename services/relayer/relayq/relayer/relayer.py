@@ -22,7 +22,7 @@ from relayq.relayer.chain.rpc import SolanaRpc
 from relayq.relayer.chain.settings import ChainSettings, SwapSourceKind
 from relayq.relayer.chain.swap import JupiterSwap, SwapSource, TreasurySwap
 from relayq.relayer.purchases import PurchaseStore
-from relayq.relayer.signing import KeypairSigner, Signer
+from relayq.relayer.signing import KeypairSigner, Purpose, RemoteSigner, Signer
 
 # The largest serialized transaction the cluster accepts (IPv6 MTU minus headers).
 PACKET_DATA_SIZE = 1232
@@ -49,6 +49,7 @@ class Relayer:
         await self.swap.close()
         await self.jito.close()
         await self.rpc.close()
+        await self.signer.close()
 
     def compile(
         self,
@@ -67,21 +68,34 @@ class Relayer:
         blockhash: Hash,
         extra_signers: list[Keypair] | None = None,
         lookup_tables: list[AddressLookupTableAccount] | None = None,
+        purpose: Purpose = Purpose.SWAP,
     ) -> VersionedTransaction:
-        """A v0 transaction paid and signed by the relayer (and any co-signers)."""
+        """A v0 transaction paid and signed by the relayer (and any co-signers) for `purpose`."""
         message = self.compile(instructions, blockhash, lookup_tables)
-        return await self.signer.sign(message, extra_signers or [])
+        return await self.signer.sign(message, extra_signers or [], purpose)
 
 
-def open_relayer(chain: ChainSettings, clients: Clients) -> Relayer:
+async def open_signer(chain: ChainSettings) -> Signer:
+    """The signer service when `RELAYQ_SIGNER_URL` is set, else the local keypair.
+
+    ChainUnavailable when the service does not tell its pubkey.
+    """
+    if chain.signer_url:
+        return await RemoteSigner.connect(
+            chain.signer_url, chain.signer_token, chain.request_timeout_seconds
+        )
+    return KeypairSigner(load_keypair(chain.relayer_keypair_file))
+
+
+async def open_relayer(chain: ChainSettings, clients: Clients) -> Relayer:
     """Build the relayer from settings; ValueError when they are incomplete."""
     if not chain.configured:
         raise ValueError(
-            "the relayer needs RELAYQ_RELAYER_KEYPAIR_FILE, RELAYQ_CONTRACT_OWNER"
-            " and RELAYQ_BASKETS_FILE"
+            "the relayer needs RELAYQ_SIGNER_URL (or RELAYQ_RELAYER_KEYPAIR_FILE),"
+            " RELAYQ_CONTRACT_OWNER and RELAYQ_BASKETS_FILE"
         )
     rpc = SolanaRpc(chain.rpc_url, chain.request_timeout_seconds)
-    signer = KeypairSigner(load_keypair(chain.relayer_keypair_file))
+    signer = await open_signer(chain)
     contract_owner = Pubkey.from_string(chain.contract_owner)
     baskets = load_baskets(chain.baskets_file)
     allowlist = build_allowlist(

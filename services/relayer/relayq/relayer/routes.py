@@ -27,6 +27,7 @@ from relayq.relayer.chain.swap import InsufficientLiquidity
 from relayq.relayer.jobs import relayer_in
 from relayq.relayer.purchases import Purchase
 from relayq.relayer.relayer import Relayer
+from relayq.relayer.signing import SigningRefused
 
 
 def _relayer(request: web.Request) -> Relayer:
@@ -185,6 +186,8 @@ async def buy_tokens(request: web.Request) -> web.Response:
         raise Problem(409, "insufficient-liquidity", str(exc), field="solAmount") from None
     except ChainUnavailable as exc:
         raise unavailable("chain-unavailable", f"the chain could not be reached: {exc}") from None
+    except SigningRefused as exc:
+        raise Problem(502, "signing-refused", str(exc)) from None
     except SwapRefused as exc:
         # The swap API's answer failed a check before signing: nothing was signed or sent.
         raise Problem(502, "swap-refused", str(exc)) from None
@@ -240,7 +243,7 @@ OPERATIONS = [
         problems=[(400, ["invalid-json"]),
                   (409, ["idempotency-conflict", "insufficient-liquidity"]), 413, 415,
                   (422, ["invalid-body", "invalid-payload", "unknown-bundle"]), 428,
-                  (502, ["chain-error", "swap-refused"]),
+                  (502, ["chain-error", "swap-refused", "signing-refused"]),
                   (503, ["chain-unavailable", "relayer-unavailable", "purchases-paused"])],
         body=PurchaseRequest,
         parameters=["IdempotencyKey", "Traceparent"],

@@ -42,6 +42,7 @@ from relayq.relayer.chain.rpc import SignatureState
 from relayq.relayer.memo import purchase_memo
 from relayq.relayer.purchases import Purchase, TransferState
 from relayq.relayer.relayer import Relayer
+from relayq.relayer.signing import Purpose
 
 POLL_SECONDS = 0.25
 # How soon a run that is waiting for a confirmation looks again.
@@ -130,7 +131,9 @@ async def _sign_and_send(
 ) -> dict[str, Any]:
     await _check_funds(relayer, purchase)
     blockhash = await relayer.rpc.latest_blockhash()
-    tx = await relayer.sign(transfer_instructions(relayer, purchase), blockhash.value)
+    tx = await relayer.sign(
+        transfer_instructions(relayer, purchase), blockhash.value, purpose=Purpose.TRANSFER
+    )
     sig = tx.signatures[0]
     failpoint("transfer.after_sign")
     signed = {

@@ -42,7 +42,12 @@ class ChainSettings:
         swap_programs: the programs a swap API's swap instruction may call, base58
             (`RELAYQ_SWAP_PROGRAMS`, comma-separated; default Jupiter v6).
         relayer_keypair_file: the relayer's signing key, solana-keygen JSON
-            (`RELAYQ_RELAYER_KEYPAIR_FILE`).
+            (`RELAYQ_RELAYER_KEYPAIR_FILE`); held by the signer service only, and by
+            the relayer itself when no signer service is set (local development).
+        signer_url: the signer service that holds the relayer's key
+            (`RELAYQ_SIGNER_URL`); when set, the relayer needs no keypair.
+        signer_token: the bearer token the signer service requires
+            (`RELAYQ_SIGNER_TOKEN`, or a file holding it: `RELAYQ_SIGNER_TOKEN_FILE`).
         treasury_keypair_file: the local treasury's key, for the treasury swap only
             (`RELAYQ_TREASURY_KEYPAIR_FILE`).
         contract_owner: the owner of the token accounts that receive the bought tokens
@@ -70,6 +75,8 @@ class ChainSettings:
     slippage_bps: int = 50
     swap_programs: tuple[str, ...] = DEFAULT_SWAP_PROGRAMS
     relayer_keypair_file: str = ""
+    signer_url: str = ""
+    signer_token: str = ""
     treasury_keypair_file: str = ""
     contract_owner: str = ""
     baskets_file: str = ""
@@ -81,8 +88,9 @@ class ChainSettings:
 
     @property
     def configured(self) -> bool:
-        """True when the relayer can run: a signing key, a contract and baskets."""
-        return bool(self.relayer_keypair_file and self.contract_owner and self.baskets_file)
+        """True when the relayer can run: a signer (service or key), a contract and baskets."""
+        signer = self.signer_url or self.relayer_keypair_file
+        return bool(signer and self.contract_owner and self.baskets_file)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ChainSettings:
@@ -107,6 +115,8 @@ class ChainSettings:
             slippage_bps=int(number(env, "RELAYQ_SLIPPAGE_BPS", d.slippage_bps, 0)),
             swap_programs=_programs(env, d.swap_programs),
             relayer_keypair_file=env.get("RELAYQ_RELAYER_KEYPAIR_FILE", ""),
+            signer_url=env.get("RELAYQ_SIGNER_URL", "").rstrip("/"),
+            signer_token=signer_token(env),
             treasury_keypair_file=env.get("RELAYQ_TREASURY_KEYPAIR_FILE", ""),
             contract_owner=env.get("RELAYQ_CONTRACT_OWNER", ""),
             baskets_file=env.get("RELAYQ_BASKETS_FILE", ""),
@@ -127,9 +137,26 @@ class ChainSettings:
         if settings.slippage_bps > 10_000:
             raise SettingsError("RELAYQ_SLIPPAGE_BPS must be at most 10000")
         treasury = settings.swap_source is SwapSourceKind.TREASURY
+        if settings.signer_url and not settings.signer_token:
+            raise SettingsError(
+                "RELAYQ_SIGNER_URL needs RELAYQ_SIGNER_TOKEN or RELAYQ_SIGNER_TOKEN_FILE"
+            )
         if treasury and settings.configured and not settings.treasury_keypair_file:
             raise SettingsError("RELAYQ_SWAP_SOURCE=treasury needs RELAYQ_TREASURY_KEYPAIR_FILE")
         return settings
+
+
+def signer_token(env: Mapping[str, str]) -> str:
+    """The signer's token: `RELAYQ_SIGNER_TOKEN`, else the file `RELAYQ_SIGNER_TOKEN_FILE`."""
+    token = env.get("RELAYQ_SIGNER_TOKEN", "")
+    path = env.get("RELAYQ_SIGNER_TOKEN_FILE", "")
+    if not token and path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise SettingsError(f"cannot read RELAYQ_SIGNER_TOKEN_FILE {path}: {exc}") from None
+    return token
 
 
 def _programs(env: Mapping[str, str], default: tuple[str, ...]) -> tuple[str, ...]:

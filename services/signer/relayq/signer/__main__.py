@@ -1,0 +1,3 @@
+from relayq.signer.service import main
+
+main()
