@@ -202,6 +202,9 @@ class TaskStore:
         return self.batch_max > 1
 
     async def ensure_indexes(self) -> None:
+        # Within the normal bound first: under a longer timeout, selecting a server
+        # that is not there would wait that long too.
+        await self.ping()
         with pymongo.timeout(INDEX_BUILD_SECONDS):  # a build on a large collection takes long
             await self._ensure_indexes()
 

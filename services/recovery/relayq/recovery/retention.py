@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import pymongo
 from pymongo.errors import OperationFailure
 
-from relayq.core.store import TaskStore, now
+from relayq.core.store import INDEX_BUILD_SECONDS, TaskStore, now
 from relayq.recovery.settings import RecoverySettings
 
 TTL_INDEX = "finished_ttl"
@@ -89,9 +90,10 @@ async def _ensure_ttl_index(store: TaskStore, window_seconds: float) -> bool:
     cannot have one."""
     seconds = int(window_seconds)
     try:
-        await store.tasks.create_index(
-            [("finished_at", 1)], name=TTL_INDEX, expireAfterSeconds=seconds
-        )
+        with pymongo.timeout(INDEX_BUILD_SECONDS):  # the run has reached the server already
+            await store.tasks.create_index(
+                [("finished_at", 1)], name=TTL_INDEX, expireAfterSeconds=seconds
+            )
     except OperationFailure as exc:
         if exc.code in (NOT_IMPLEMENTED, COMMAND_NOT_SUPPORTED):
             return False
