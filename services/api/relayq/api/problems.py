@@ -40,6 +40,13 @@ TITLES = {
     "chain-unavailable": "Chain unavailable",
     "chain-error": "Chain service refused the request",
     "swap-refused": "Swap instructions refused before signing",
+    "purchase-not-found": "Purchase not found",
+    "purchase-not-parked": "Purchase is not parked for review",
+    "purchase-already-resolved": "This parking of the purchase was already resolved",
+    "purchase-not-deliverable": "The purchase's swap did not land in full",
+    "purchase-changed": "The purchase changed meanwhile",
+    "transfer-may-land": "The recorded transfer can still land",
+    "evidence-refused": "The signature given is no evidence of this purchase's transfer",
     "internal": "Internal error",
 }
 

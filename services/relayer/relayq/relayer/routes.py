@@ -27,6 +27,7 @@ from relayq.relayer.chain.swap import InsufficientLiquidity
 from relayq.relayer.jobs import relayer_in
 from relayq.relayer.purchases import Purchase
 from relayq.relayer.relayer import Relayer
+from relayq.relayer.review_routes import OPERATIONS as REVIEW_OPERATIONS
 
 
 def _relayer(request: web.Request) -> Relayer:
@@ -277,4 +278,5 @@ OPERATIONS = [
         "Accept purchases again", "admin",
         responses={200: Response("The switch", PurchasesState)},
     ),
+    *REVIEW_OPERATIONS,
 ]  # fmt: skip
