@@ -4,9 +4,11 @@ on a landed signature the chain shows at finalized."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from solders.signature import Signature
 
 from relayq.core.clients import Clients
@@ -14,8 +16,12 @@ from relayq.core.jobs import Task, TaskState
 from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
+from relayq.core.settings import Settings
+from relayq.relayer import review_main
+from relayq.relayer.chain.settings import ChainSettings
 from relayq.relayer.purchases import Purchase, PurchaseLeg, SwapState, TransferState
 from relayq.relayer.relayer import Relayer
+from relayq.relayer.review import ResolutionRefused
 from relayq.relayer.transfer import transfer_instructions
 from tests.conftest import InProcessWorker, wait_until
 from tests.gateway import ADMIN, CLIENT, problem
@@ -323,3 +329,41 @@ async def test_a_resolution_needs_its_evidence_a_reason_and_an_operator(
     for resp in (no_sig, sig_on_deliver):
         await problem(resp, 422, "invalid-payload")
     await problem(queued, 409, "purchase-not-parked")
+
+
+async def test_the_cli_lists_shows_and_resolves_parked_purchases(
+    clients: Clients, relayer: Relayer, settings: Settings, chain_settings: ChainSettings
+) -> None:
+    task = await parked(clients, relayer, reason="relayer-short-of-tokens")
+    parser = review_main.build_parser()
+
+    listed = await review_main.run(settings, chain_settings, parser.parse_args(["review"]))
+    shown = await review_main.run(settings, chain_settings, parser.parse_args(["review", task.id]))
+    resolved = await review_main.run(
+        settings, chain_settings,
+        parser.parse_args(["resolve", task.id, "deliver", "--reason", "topped up",
+                           "--operator", "carol"]),
+    )  # fmt: skip
+    again = parser.parse_args(
+        ["resolve", task.id, "deliver", "--reason", "twice", "--operator", "carol"]
+    )
+
+    assert task.id in [p["task"]["taskId"] for p in listed["purchases"]]
+    assert shown["purchase"]["bundleId"] == "single"
+    assert resolved["state"] == "queued"
+    purchase = await relayer.purchases.get(task.id)
+    assert purchase is not None and purchase.resolution["operator"] == "carol"
+    with pytest.raises(ResolutionRefused) as refused:
+        await review_main.run(settings, chain_settings, again)
+    assert refused.value.code == "purchase-not-parked"
+
+
+def test_the_cli_refuses_a_resolution_without_its_evidence_before_connecting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        review_main.main(
+            ["resolve", "a" * 32, "mark-completed", "--reason", "x", "--operator", "y"]
+        )
+    assert exited.value.code == 2
+    assert json.loads(capsys.readouterr().err)["error"] == "invalid-argument"
