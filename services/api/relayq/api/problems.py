@@ -37,6 +37,8 @@ TITLES = {
     "insufficient-liquidity": "Not enough liquidity for this purchase",
     "relayer-unavailable": "Relayer not configured",
     "purchases-paused": "Purchases are paused",
+    "purchase-limit": "Purchase limit reached for this window",
+    "relayer-short-of-sol": "The relayer's SOL cannot pay for this purchase",
     "chain-unavailable": "Chain unavailable",
     "chain-error": "Chain service refused the request",
     "swap-refused": "Swap instructions refused before signing",

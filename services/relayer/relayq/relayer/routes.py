@@ -21,7 +21,13 @@ from relayq.core.jobs import InvalidPayload, Task
 from relayq.core.store import IdempotencyConflict
 from relayq.core.switches import Switch
 from relayq.core.telemetry import log_event
-from relayq.relayer.buy import BuyRequest, UnknownBasket, buy
+from relayq.relayer.buy import (
+    BuyRequest,
+    PurchaseLimitReached,
+    RelayerShortOfSol,
+    UnknownBasket,
+    buy,
+)
 from relayq.relayer.chain.errors import ChainError, ChainUnavailable, SwapRefused
 from relayq.relayer.chain.swap import InsufficientLiquidity
 from relayq.relayer.jobs import relayer_in
@@ -180,6 +186,11 @@ async def buy_tokens(request: web.Request) -> web.Response:
                       field="bundleId") from None  # fmt: skip
     except InvalidPayload as exc:
         raise Problem(422, exc.code, str(exc), field=exc.field) from None
+    except PurchaseLimitReached as exc:
+        wait = str(int(exc.spent.retry_after_seconds))
+        raise Problem(429, "purchase-limit", str(exc), headers={"Retry-After": wait}) from None
+    except RelayerShortOfSol as exc:
+        raise unavailable("relayer-short-of-sol", str(exc)) from None
     except IdempotencyConflict as exc:
         raise Problem(409, exc.code, str(exc), field="Idempotency-Key") from None
     except InsufficientLiquidity as exc:
@@ -241,8 +252,10 @@ OPERATIONS = [
         problems=[(400, ["invalid-json"]),
                   (409, ["idempotency-conflict", "insufficient-liquidity"]), 413, 415,
                   (422, ["invalid-body", "invalid-payload", "unknown-bundle"]), 428,
+                  (429, ["purchase-limit"]),
                   (502, ["chain-error", "swap-refused"]),
-                  (503, ["chain-unavailable", "relayer-unavailable", "purchases-paused"])],
+                  (503, ["chain-unavailable", "relayer-unavailable", "purchases-paused",
+                         "relayer-short-of-sol", "queue-unavailable"])],
         body=PurchaseRequest,
         parameters=["IdempotencyKey", "Traceparent"],
         description=(
