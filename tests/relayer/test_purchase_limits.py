@@ -7,11 +7,14 @@ from dataclasses import replace
 
 import pytest
 from pytest_aiohttp import AiohttpClient
+from redis.exceptions import RedisError
 from solders.keypair import Keypair
 
 from relayq.api.app import create_app
-from relayq.core.clients import Clients
+from relayq.core.clients import Clients, open_clients
+from relayq.core.quotas import Quota, Quotas
 from relayq.core.settings import Settings, SettingsError
+from relayq.dev.servers import free_port
 from relayq.relayer import jobs as relayer_jobs
 from relayq.relayer.chain.settings import ChainSettings
 from relayq.relayer.relayer import Relayer
@@ -118,3 +121,13 @@ def test_limits_must_be_whole_numbers(chain_env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
         ChainSettings.from_env({**chain_env, "RELAYQ_CLIENT_LAMPORTS_PER_WINDOW": "-1"})
     assert ChainSettings.from_env(chain_env).wallet_purchases == 2
+
+
+async def test_limits_fail_closed_when_redis_cannot_answer(settings: Settings) -> None:
+    down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    async with open_clients(down) as gone:
+        quotas = Quotas(gone.redis, gone.queue.keys)
+        # No limit set: nothing to ask Redis, nothing refused.
+        assert await quotas.take([Quota("wallet:w", 0, 0)], 1, 60) is None
+        with pytest.raises(RedisError):
+            await quotas.take([Quota("wallet:w", 1, 0)], 1, 60)
