@@ -34,7 +34,7 @@ from relayq.core.quotas import Quota, QuotaSpent
 from relayq.core.service import JobRequest
 from relayq.core.store import now
 from relayq.core.telemetry import log_event
-from relayq.relayer.baskets import LAMPORTS_PER_SOL
+from relayq.relayer.baskets import LAMPORTS_PER_SOL, Basket
 from relayq.relayer.chain.errors import ChainError, ChainRejected, ChainUnavailable
 from relayq.relayer.chain.metrics import PURCHASES, SWAP_SECONDS
 from relayq.relayer.chain.swap import LegPlan
@@ -161,17 +161,26 @@ def status_of(task: Task, purchase: Purchase | None) -> str:
     return task.state.value
 
 
-async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
-    basket = relayer.baskets.get(req.basket_id)
+def basket_for(relayer: Relayer, basket_id: str, lamports: int) -> Basket:
+    """The basket, if `lamports` is within its limits; UnknownBasket or InvalidPayload."""
+    basket = relayer.baskets.get(basket_id)
     if basket is None:
-        raise UnknownBasket(req.basket_id)
-    validate_wallet(req.wallet)
-    if not basket.min_lamports <= req.lamports <= basket.max_lamports:
+        raise UnknownBasket(basket_id)
+    if not basket.min_lamports <= lamports <= basket.max_lamports:
         raise InvalidPayload(
             f"solAmount must be between {basket.min_lamports / LAMPORTS_PER_SOL:g} and "
             f"{basket.max_lamports / LAMPORTS_PER_SOL:g} SOL for bundle {basket.id}",
             field="solAmount",
         )
+    return basket
+
+
+async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
+    basket = relayer.baskets.get(req.basket_id)
+    if basket is None:
+        raise UnknownBasket(req.basket_id)
+    validate_wallet(req.wallet)
+    basket = basket_for(relayer, req.basket_id, req.lamports)
     service = relayer.clients.service
     request = job_request(req)
     replay = await service.replay_of(request)
