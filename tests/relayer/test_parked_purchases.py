@@ -367,3 +367,26 @@ def test_the_cli_refuses_a_resolution_without_its_evidence_before_connecting(
         )
     assert exited.value.code == 2
     assert json.loads(capsys.readouterr().err)["error"] == "invalid-argument"
+
+
+async def test_deliver_after_the_signing_cap_gives_the_transfer_a_fresh_budget(
+    gateway: Api, clients: Clients, relayer: Relayer, process: ProcessContext
+) -> None:
+    # As many signings as the cap allows, the last one expired unlanded.
+    sigs = [
+        str(Signature(bytes([n]) * 64)) for n in range(20, 20 + relayer.chain.transfer_max_signings)
+    ]
+    capped = {"state": TransferState.SIGNED.value, "signature": sigs[-1], "signatures": sigs,
+              "lastValidBlockHeight": 0, "transaction": ""}  # fmt: skip
+    task = await bought_and_parked(gateway, clients, relayer, "signing-cap", capped)
+
+    resp = await resolve(gateway, task.id, resolution("deliver"))
+
+    assert resp.status == 202, await resp.text()
+    async with InProcessWorker(clients, "high", process=process):
+        done = await wait_until(lambda: finished_or_parked_again(clients, task.id), timeout=40)
+    assert done.state is TaskState.COMPLETED, done.last_error
+    purchase = await relayer.purchases.get(task.id)
+    assert purchase is not None
+    assert purchase.transfer["signatures"][: len(sigs)] == sigs
+    assert len(purchase.transfer["signatures"]) == len(sigs) + 1
