@@ -390,3 +390,21 @@ async def test_deliver_after_the_signing_cap_gives_the_transfer_a_fresh_budget(
     assert purchase is not None
     assert purchase.transfer["signatures"][: len(sigs)] == sigs
     assert len(purchase.transfer["signatures"]) == len(sigs) + 1
+
+
+async def test_mark_completed_over_a_recorded_signing_that_expired_unlanded(
+    gateway: Api, clients: Clients, relayer: Relayer
+) -> None:
+    expired = {"state": TransferState.SIGNED.value, "signature": SIG_OLD, "signatures": [SIG_OLD],
+               "lastValidBlockHeight": 0, "transaction": ""}  # fmt: skip
+    task = await bought_and_parked(gateway, clients, relayer, "signing-cap", expired)
+    signature = await land_transfer(relayer, task.id)
+    await finalized(relayer, signature)
+
+    resp = await resolve(gateway, task.id, resolution("mark-completed", signature=signature))
+
+    assert resp.status == 200, await resp.text()
+    purchase = await relayer.purchases.get(task.id)
+    assert purchase is not None
+    assert purchase.transfer["signatures"] == [SIG_OLD, signature]
+    assert purchase.transfer["signature"] == signature and "transaction" not in purchase.transfer

@@ -221,11 +221,6 @@ async def _no_other_transfer_can_land(relayer: Relayer, purchase: Purchase, evid
     current = t.get("signature")
     if current is None or current == evidence or t.get("state") != TransferState.SIGNED.value:
         return
-    [state] = await relayer.rpc.statuses([Signature.from_string(current)])
-    if state is not None and state.succeeded:
-        raise ResolutionRefused(
-            409, "purchase-changed", f"the recorded transfer {current} landed: give it as evidence"
-        )
     final = await relayer.rpc.finalized_height()
     if final.height <= int(t["lastValidBlockHeight"]):
         raise ResolutionRefused(
@@ -233,3 +228,15 @@ async def _no_other_transfer_can_land(relayer: Relayer, purchase: Purchase, evid
             f"the recorded transfer {current} can still land until block height "
             f"{t['lastValidBlockHeight']}; resolve after it has expired",
         )  # fmt: skip
+    # As in the transfer protocol: only a node that has seen the expiry may say it never landed.
+    seen_at, [state] = await relayer.rpc.statuses_seen([Signature.from_string(current)])
+    if seen_at < final.slot:
+        raise ResolutionRefused(
+            409,
+            "transfer-may-land",
+            f"the chain's answer on {current} is behind its expiry; try again shortly",
+        )
+    if state is not None and state.succeeded:
+        raise ResolutionRefused(
+            409, "purchase-changed", f"the recorded transfer {current} landed: give it as evidence"
+        )
