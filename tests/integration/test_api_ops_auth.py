@@ -33,7 +33,17 @@ from tests.gateway import (
 from tests.integration.conftest import Api, MakeApi
 
 # The relayer's routes, mounted only where its job module is loaded.
-RELAYER_ROUTES = [("POST", "/v1/buy-tokens"), ("GET", "/v1/bundles")]
+RELAYER_ROUTES = [
+    ("POST", "/v1/buy-tokens"),
+    ("GET", "/v1/quote"),
+    ("GET", "/v1/bundles"),
+    ("GET", "/v1/admin/purchases"),
+    ("POST", "/v1/admin/purchases/pause"),
+    ("POST", "/v1/admin/purchases/resume"),
+    ("GET", "/v1/admin/purchases/review"),
+    ("GET", "/v1/admin/purchases/review/{taskId}"),
+    ("POST", "/v1/admin/purchases/review/{taskId}/resolve"),
+]
 ROUTES = [
     ("POST", "/v1/jobs"),
     ("GET", "/v1/tasks"),

@@ -120,11 +120,24 @@ def query(request: web.Request, model: type[M]) -> M:
     return value
 
 
+def _path_checks() -> dict[str, Callable[[web.Request], object]]:
+    """Path parameters checked before the query and the body: a bad id is 400 whatever
+    the body says. (Imported here: relayq.api.requests reads the app's keys, which
+    name this module's Operation.)"""
+    from relayq.api.requests import priority, task_id
+
+    return {"TaskId": task_id, "Priority": priority}
+
+
 def _checked(op: Operation) -> Handler:
-    if op.body is None and op.query is None:
+    path_checks = _path_checks()
+    checks = [path_checks[p] for p in op.parameters if p in path_checks]
+    if op.body is None and op.query is None and not checks:
         return op.handler
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        for check in checks:
+            check(request)
         if op.query is not None:
             request[QUERY] = _parse_query(request, op.query)
         if op.body is not None:

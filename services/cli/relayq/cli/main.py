@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Its options are its own (`relayq reconcile --help`); main() hands it the line
     # before parsing, so the relayer and the Solana libraries load only for it.
     sub.add_parser("reconcile", help="compare the chain with the purchase records", add_help=False)
+    sub.add_parser(
+        "purchases", help="list, show and resolve parked purchases (deliver, mark-completed)",
+        add_help=False,
+    )  # fmt: skip
 
     enqueue = sub.add_parser("enqueue", help="submit a job")
     enqueue.add_argument("--type", required=True)
@@ -215,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         from relayq.relayer.reconcile_main import main as reconcile_main
 
         reconcile_main(argv[1:])
+        return
+    if argv and argv[0] == "purchases":
+        from relayq.relayer.review_main import main as purchases_main
+
+        purchases_main(argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:

@@ -61,6 +61,11 @@ class Keys:
         """Hash of what recovery runs did, read by the API's /metrics."""
         return f"{self.prefix}:recovery:last"
 
+    def quota(self, scope: str, window: int) -> str:
+        """Hash of one quota's use in one window (relayq.core.quotas); all quotas share a
+        slot, so one script takes from several at once."""
+        return f"{self.prefix}:{{quota}}:{scope}:{window}"
+
     def switch(self, name: str) -> str:
         """Hash of a kill switch (relayq.core.switches): present while it is on."""
         return f"{self.prefix}:switch:{{{name}}}"

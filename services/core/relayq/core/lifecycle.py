@@ -28,7 +28,14 @@ from relayq.core.batching import Batcher
 from relayq.core.jobs import CLAIMABLE_STATES, Task, TaskState
 from relayq.core.priorities import Priority
 from relayq.core.store import Change, TaskStore, now
-from relayq.core.telemetry import CANCELLED, DEAD_LETTERED, PARKED, PROMOTED, log_event
+from relayq.core.telemetry import (
+    CANCELLED,
+    DEAD_LETTERED,
+    PARKED,
+    PROMOTED,
+    RESOLVED,
+    log_event,
+)
 
 log = logging.getLogger("relayq.lifecycle")
 
@@ -279,6 +286,40 @@ class Lifecycle:
                 reason=reason,
             )
         return cancelled
+
+    async def resolve(
+        self, task: Task, result: Any, *, resolution: str, reason: str
+    ) -> Task | None:
+        """needs_review -> completed with `result`: an operator decided, on evidence the
+        job module checked, that the parked work is done (a transfer found landed).
+
+        `resolution` is the metric's label (a fixed set per job module); `reason`
+        is the operator's words, kept as the task's last error and logged.
+        """
+        resolved = await self.store.transition(
+            task.id,
+            [TaskState.NEEDS_REVIEW],
+            TaskState.COMPLETED,
+            version=task.version,
+            set_fields={
+                "result": result,
+                "finished_at": now(),
+                "last_error": f"resolved ({resolution}): {reason}",
+            },
+        )
+        if resolved is not None:
+            RESOLVED.labels(priority=task.priority.value, resolution=resolution).inc()
+            log_event(
+                log,
+                logging.WARNING,
+                "parked job resolved",
+                task_id=task.id,
+                type=task.type,
+                priority=task.priority.value,
+                resolution=resolution,
+                reason=reason,
+            )
+        return resolved
 
     async def promote(self, task: Task) -> Task | None:
         """queued or retrying with a due time -> the same state, due now.

@@ -100,6 +100,11 @@ CANCELLED = Counter(
 PROMOTED = Counter(
     "relayq_jobs_promoted_total", "Delayed jobs an operator ran ahead of time.", ["priority"]
 )
+RESOLVED = Counter(
+    "relayq_jobs_resolved_total",
+    "Parked jobs an operator marked completed on evidence, by the job module's resolution.",
+    ["priority", "resolution"],
+)
 # The type label of a job whose type no registry knows: keeps label values bounded.
 UNKNOWN_TYPE_LABEL = "unknown"
 DEAD_LETTER_REASONS = ("attempts", "poison", "permanent", "unknown-type", "refused")

@@ -30,10 +30,11 @@ from solders.transaction import VersionedTransaction
 from relayq.core.ids import new_task_id
 from relayq.core.jobs import InvalidPayload, Task, TaskState
 from relayq.core.priorities import Priority
+from relayq.core.quotas import Quota, QuotaSpent
 from relayq.core.service import JobRequest
 from relayq.core.store import now
 from relayq.core.telemetry import log_event
-from relayq.relayer.baskets import LAMPORTS_PER_SOL
+from relayq.relayer.baskets import LAMPORTS_PER_SOL, Basket
 from relayq.relayer.chain.errors import ChainError, ChainRejected, ChainUnavailable
 from relayq.relayer.chain.metrics import PURCHASES, SWAP_SECONDS
 from relayq.relayer.chain.swap import LegPlan
@@ -57,8 +58,59 @@ DB_UPDATE = "db_update"
 POLL_SECONDS = 0.25
 
 
+# The network's base fee per signature (lamports).
+LAMPORTS_PER_SIGNATURE = 5_000
+
+
 class UnknownBasket(LookupError):
     """The requested bundle id names no basket."""
+
+
+class PurchaseLimitReached(Exception):
+    """A client's or wallet's purchases or lamports for the window are spent: nothing signed."""
+
+    def __init__(self, spent: QuotaSpent) -> None:
+        what = "purchases" if spent.limit == "count" else "lamports"
+        cap = spent.quota.max_count if spent.limit == "count" else spent.quota.max_amount
+        super().__init__(
+            f"the {what} limit of {spent.quota.scope.split(':', 1)[0]} is reached "
+            f"({cap} per window); try again in {spent.retry_after_seconds:g} s"
+        )
+        self.spent = spent
+
+
+class RelayerShortOfSol(Exception):
+    """The relayer's SOL would not cover the purchase, its tip and fees and the reserve."""
+
+
+def network_fee_bound(tokens: int) -> int:
+    """The most a swap of `tokens` legs pays in base fees: up to one transaction per leg,
+    each signed by the relayer and a co-signer per leg."""
+    return LAMPORTS_PER_SIGNATURE * tokens * (tokens + 1)
+
+
+def quotas_of(relayer: Relayer, req: BuyRequest) -> list[Quota]:
+    c = relayer.chain
+    out = [Quota(f"wallet:{req.wallet}", c.wallet_purchases, c.wallet_lamports)]
+    if req.client is not None:
+        out.append(Quota(f"client:{req.client}", c.client_purchases, c.client_lamports))
+    return out
+
+
+async def check_sol(relayer: Relayer, lamports: int, tokens: int) -> None:
+    """Refuse (RelayerShortOfSol) a purchase the relayer's SOL cannot pay for whole."""
+    needed = (
+        lamports + relayer.chain.tip_lamports + network_fee_bound(tokens)
+        + relayer.chain.sol_reserve_lamports
+    )  # fmt: skip
+    held = await relayer.rpc.balance(relayer.signer.pubkey())
+    if held < needed:
+        PURCHASES.labels(outcome="short_of_sol").inc()
+        log_event(log, logging.ERROR, "relayer short of SOL", held=held, needed=needed)
+        raise RelayerShortOfSol(
+            f"the relayer holds {held} lamports, this purchase needs {needed} "
+            "(its amount, tip, network fees and the reserve)"
+        )
 
 
 @dataclass(frozen=True)
@@ -109,23 +161,42 @@ def status_of(task: Task, purchase: Purchase | None) -> str:
     return task.state.value
 
 
-async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
-    basket = relayer.baskets.get(req.basket_id)
+def basket_for(relayer: Relayer, basket_id: str, lamports: int) -> Basket:
+    """The basket, if `lamports` is within its limits; UnknownBasket or InvalidPayload."""
+    basket = relayer.baskets.get(basket_id)
     if basket is None:
-        raise UnknownBasket(req.basket_id)
-    validate_wallet(req.wallet)
-    if not basket.min_lamports <= req.lamports <= basket.max_lamports:
+        raise UnknownBasket(basket_id)
+    if not basket.min_lamports <= lamports <= basket.max_lamports:
         raise InvalidPayload(
             f"solAmount must be between {basket.min_lamports / LAMPORTS_PER_SOL:g} and "
             f"{basket.max_lamports / LAMPORTS_PER_SOL:g} SOL for bundle {basket.id}",
             field="solAmount",
         )
+    return basket
+
+
+async def buy(relayer: Relayer, req: BuyRequest) -> BuyResult:
+    basket = relayer.baskets.get(req.basket_id)
+    if basket is None:
+        raise UnknownBasket(req.basket_id)
+    validate_wallet(req.wallet)
+    basket = basket_for(relayer, req.basket_id, req.lamports)
     service = relayer.clients.service
     request = job_request(req)
     replay = await service.replay_of(request)
     if replay is not None:
         purchase = await relayer.purchases.get(replay.id)
         return BuyResult(replay, purchase, status_of(replay, purchase), created=False)
+
+    # Before anything is signed: the relayer can pay for it, and the limits allow it
+    # (taken last, so a purchase refused for funds counts against no one).
+    await check_sol(relayer, req.lamports, len(basket.tokens))
+    spent = await relayer.quotas.take(
+        quotas_of(relayer, req), req.lamports, relayer.chain.purchase_window_seconds
+    )
+    if spent is not None:
+        PURCHASES.labels(outcome="limited").inc()
+        raise PurchaseLimitReached(spent)
 
     # Build and sign: nothing is sent before the record holds these bytes.
     blockhash = await relayer.rpc.latest_blockhash()

@@ -61,6 +61,10 @@ class Purchase:
             (every one ever signed, newest last), state (TransferState), slot, error;
             empty before the first signing.
         recorded: the purchase is in the user's history and holdings.
+        resolution: an operator's decision on the purchase's latest parking
+            (action, reason, operator, at, parkedAt, and what the action needs:
+            the transfer signature and signings it was taken against); empty
+            while none was made. `resolutions` in the record keeps every one.
     """
 
     id: str
@@ -72,6 +76,7 @@ class Purchase:
     transfer: dict[str, Any] = field(default_factory=dict)
     recorded: bool = False
     created_at: datetime | None = None
+    resolution: dict[str, Any] = field(default_factory=dict)
 
     def to_public(self, chain: Mapping[str, str | None] | None = None) -> dict[str, Any]:
         """The client's view; `chain` maps a signature to what the cluster says of it now."""
@@ -99,6 +104,7 @@ class Purchase:
             },
             "transfer": None,
             "recorded": self.recorded,
+            "resolution": _public_resolution(self.resolution),
         }
         if self.transfer:
             sig = self.transfer.get("signature")
@@ -244,6 +250,51 @@ class PurchaseStore:
         )
         return _purchase(doc) if doc is not None else None
 
+    async def resolve(self, purchase_id: str, resolution: Mapping[str, Any]) -> Purchase | None:
+        """Record an operator's decision on one parking of the purchase, once.
+
+        Compare-and-set on the parking (`resolution.parkedAt`): two operators
+        resolving the same parking cannot both act. None when the purchase is
+        missing or this parking was already resolved.
+        """
+        entry = dict(resolution)
+        doc = await with_transient_retry(
+            lambda: self.purchases.find_one_and_update(
+                {"_id": purchase_id, "resolution.parkedAt": {"$ne": entry["parkedAt"]}},
+                {"$set": {"resolution": entry}, "$push": {"resolutions": entry}},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        return _purchase(doc) if doc is not None else None
+
+    async def confirm_by_evidence(
+        self, purchase_id: str, read: Mapping[str, Any], signature: str, slot: int
+    ) -> Purchase | None:
+        """Record `signature` (verified on chain by the caller) as the purchase's confirmed
+        transfer, if the transfer is still the one the caller read; None otherwise."""
+        signings = list(read.get("signatures", []))
+        confirmed = {
+            **{k: v for k, v in read.items() if k != "transaction"},
+            "state": TransferState.CONFIRMED.value,
+            "signature": signature,
+            "slot": slot,
+            "signatures": signings if signature in signings else [*signings, signature],
+            "confirmedAt": now(),
+            "evidence": "operator",
+        }
+        doc = await with_transient_retry(
+            lambda: self.purchases.find_one_and_update(
+                {
+                    "_id": purchase_id,
+                    "transfer.signature": read.get("signature"),
+                    "transfer.state": read.get("state"),
+                },
+                {"$set": {"transfer": confirmed}},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        return _purchase(doc) if doc is not None else None
+
     async def record(self, purchase: Purchase) -> bool:
         """Add the purchase to the user's history (so its holdings), once; False if it was."""
         entry = {
@@ -304,4 +355,19 @@ def _purchase(doc: Mapping[str, Any]) -> Purchase:
         transfer=dict(doc.get("transfer") or {}),
         recorded=bool(doc.get("recorded", False)),
         created_at=doc.get("created_at"),
+        resolution=dict(doc.get("resolution") or {}),
     )
+
+
+def _public_resolution(resolution: Mapping[str, Any]) -> dict[str, Any] | None:
+    if not resolution:
+        return None
+    at = resolution.get("at")
+    return {
+        "action": resolution.get("action"),
+        "reason": resolution.get("reason"),
+        "operator": resolution.get("operator"),
+        "at": at.isoformat().replace("+00:00", "Z") if isinstance(at, datetime) else at,
+        "parkedAt": resolution.get("parkedAt"),
+        "transferSignature": resolution.get("transferSignature"),
+    }

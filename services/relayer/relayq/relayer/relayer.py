@@ -14,6 +14,7 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from relayq.core.clients import Clients
+from relayq.core.quotas import Quotas
 from relayq.relayer.allowlist import Allowlist, build_allowlist
 from relayq.relayer.baskets import Basket, load_baskets
 from relayq.relayer.chain.jito import JitoClient
@@ -42,6 +43,7 @@ class Relayer:
     contract_owner: Pubkey
     purchases: PurchaseStore
     allowlist: Allowlist
+    quotas: Quotas
     # Bounds the purchases in flight: each holds RPC, block-engine and store capacity.
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(32))
 
@@ -121,5 +123,6 @@ async def open_relayer(chain: ChainSettings, clients: Clients) -> Relayer:
         contract_owner=contract_owner,
         purchases=PurchaseStore(clients.store.client, clients.settings.mongo_database),
         allowlist=allowlist,
+        quotas=Quotas(clients.redis, clients.queue.keys),
         gate=asyncio.Semaphore(chain.purchase_concurrency),
     )

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 
-from relayq.api.contract import Operation, Response, body
+from relayq.api.contract import Operation, Response, body, query
 from relayq.api.keys import CLIENT, CLIENTS, PROCESS
 from relayq.api.problems import Problem, unavailable
 from relayq.api.requests import idempotency_key, trace_of
@@ -21,12 +21,20 @@ from relayq.core.jobs import InvalidPayload, Task
 from relayq.core.store import IdempotencyConflict
 from relayq.core.switches import Switch
 from relayq.core.telemetry import log_event
-from relayq.relayer.buy import BuyRequest, UnknownBasket, buy
+from relayq.relayer.buy import (
+    BuyRequest,
+    PurchaseLimitReached,
+    RelayerShortOfSol,
+    UnknownBasket,
+    buy,
+)
 from relayq.relayer.chain.errors import ChainError, ChainUnavailable, SwapRefused
 from relayq.relayer.chain.swap import InsufficientLiquidity
 from relayq.relayer.jobs import relayer_in
 from relayq.relayer.purchases import Purchase
+from relayq.relayer.quote import QUOTE_VALID_SECONDS, quote
 from relayq.relayer.relayer import Relayer
+from relayq.relayer.review_routes import OPERATIONS as REVIEW_OPERATIONS
 from relayq.relayer.signing import SigningRefused
 
 
@@ -126,6 +134,62 @@ class PurchaseAnswer(BaseModel):
     error: str | None = None
 
 
+SolAmount = Annotated[
+    int,
+    BeforeValidator(_lamports),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "SOL to spend, at most 9 decimals, within the bundle's limits.",
+        }
+    ),
+]
+
+
+class QuoteQuery(BaseModel):
+    """What a purchase would be: a bundle and an amount of SOL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundleId: Annotated[
+        str, Field(min_length=1, max_length=64, description="A bundle of GET /v1/bundles.")
+    ]
+    solAmount: SolAmount
+
+
+class QuoteToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str
+    mint: str
+    decimals: int
+    solAmount: Annotated[float, Field(description="The SOL this leg spends.")]
+    amount: Annotated[str, Field(description="Base units it buys, a decimal string.")]
+
+
+class QuoteFees(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tipLamports: Annotated[int, Field(description="The block-engine tip the relayer pays.")]
+    networkFeeLamports: Annotated[
+        int, Field(description="At most this much in network base fees, paid by the relayer.")
+    ]
+
+
+class Quote(BaseModel):
+    """What the purchase would buy now; nothing signed or recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bundleId: str
+    solAmount: float
+    priceSource: str
+    tokens: list[QuoteToken]
+    fees: QuoteFees
+    expiresAt: Annotated[str, Field(description="Until when the figures are offered, RFC 3339.")]
+
+
 class BundleList(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
 
@@ -180,6 +244,11 @@ async def buy_tokens(request: web.Request) -> web.Response:
                       field="bundleId") from None  # fmt: skip
     except InvalidPayload as exc:
         raise Problem(422, exc.code, str(exc), field=exc.field) from None
+    except PurchaseLimitReached as exc:
+        wait = str(int(exc.spent.retry_after_seconds))
+        raise Problem(429, "purchase-limit", str(exc), headers={"Retry-After": wait}) from None
+    except RelayerShortOfSol as exc:
+        raise unavailable("relayer-short-of-sol", str(exc)) from None
     except IdempotencyConflict as exc:
         raise Problem(409, exc.code, str(exc), field="Idempotency-Key") from None
     except InsufficientLiquidity as exc:
@@ -224,6 +293,26 @@ async def resume_purchases(request: web.Request) -> web.Response:
     return _state(switch)
 
 
+async def get_quote(request: web.Request) -> web.Response:
+    relayer = _relayer(request)
+    q = query(request, QuoteQuery)
+    try:
+        return web.json_response(await quote(relayer, q.bundleId, q.solAmount))
+    except UnknownBasket:
+        raise Problem(422, "unknown-bundle", f"no bundle {q.bundleId!r}; see GET /v1/bundles",
+                      field="bundleId") from None  # fmt: skip
+    except InvalidPayload as exc:
+        raise Problem(422, exc.code, str(exc), field=exc.field) from None
+    except InsufficientLiquidity as exc:
+        raise Problem(409, "insufficient-liquidity", str(exc), field="solAmount") from None
+    except ChainUnavailable as exc:
+        raise unavailable("chain-unavailable", f"the chain could not be reached: {exc}") from None
+    except SwapRefused as exc:
+        raise Problem(502, "swap-refused", str(exc)) from None
+    except ChainError as exc:
+        raise Problem(502, "chain-error", str(exc)) from None
+
+
 async def list_bundles(request: web.Request) -> web.Response:
     relayer = _relayer(request)
     source = relayer.swap.price_source
@@ -243,14 +332,31 @@ OPERATIONS = [
         problems=[(400, ["invalid-json"]),
                   (409, ["idempotency-conflict", "insufficient-liquidity"]), 413, 415,
                   (422, ["invalid-body", "invalid-payload", "unknown-bundle"]), 428,
+                  (429, ["purchase-limit"]),
                   (502, ["chain-error", "swap-refused", "signing-refused"]),
-                  (503, ["chain-unavailable", "relayer-unavailable", "purchases-paused"])],
+                  (503, ["chain-unavailable", "relayer-unavailable", "purchases-paused",
+                         "relayer-short-of-sol", "queue-unavailable"])],
         body=PurchaseRequest,
         parameters=["IdempotencyKey", "Traceparent"],
         description=(
             "Signs the swap (one Jito bundle) and records it before sending it, waits a "
             "bounded time for it to land, then queues the token transfer. Needs an "
             "Idempotency-Key: a replay returns the same task and never swaps twice."
+        ),
+    ),
+    Operation(
+        "GET", "/v1/quote", get_quote, "getQuote",
+        "What a purchase would buy now: tokens per leg, fees, expiry", "client",
+        responses={200: Response("The quote", Quote)},
+        problems=[(400, ["invalid-query"]), (409, ["insufficient-liquidity"]),
+                  (422, ["invalid-payload", "unknown-bundle"]),
+                  (502, ["chain-error", "swap-refused"]),
+                  (503, ["chain-unavailable", "relayer-unavailable"])],
+        query=QuoteQuery,
+        description=(
+            "The same plan a purchase makes, from the swap source's prices now; nothing is "
+            f"signed, sent or recorded. The figures are offered for {QUOTE_VALID_SECONDS} s "
+            "(`expiresAt`); a purchase made later is priced anew."
         ),
     ),
     Operation(
@@ -280,4 +386,5 @@ OPERATIONS = [
         "Accept purchases again", "admin",
         responses={200: Response("The switch", PurchasesState)},
     ),
+    *REVIEW_OPERATIONS,
 ]  # fmt: skip

@@ -87,14 +87,17 @@ async def run_transfer(relayer: Relayer, purchase: Purchase) -> dict[str, Any]:
     t = purchase.transfer
     if t.get("state") == TransferState.CONFIRMED.value:
         return {"signature": t["signature"], "slot": t.get("slot")}
-    if t.get("state") == TransferState.FAILED.value:
-        # The swap landed: the relayer holds the buyer's tokens. Deliver or refund is
-        # an operator's call, never a silent failure.
-        raise NeedsReview(
-            "transfer-failed", {"signature": t.get("signature"), "error": t.get("error")}
-        )
+    delivering = _delivery_ordered(purchase)
     current = t.get("signature")
-    if current is not None:
+    if t.get("state") == TransferState.FAILED.value:
+        if not delivering:
+            # The swap landed: the relayer holds the buyer's tokens. Deliver or refund is
+            # an operator's call, never a silent failure.
+            raise NeedsReview(
+                "transfer-failed", {"signature": t.get("signature"), "error": t.get("error")}
+            )
+        # It failed at finalized, so it can never land: an operator ordered a new signing.
+    elif current is not None:
         sig = Signature.from_string(current)
         done = await _settle_if_known(relayer, purchase, sig)
         if done is not None:
@@ -118,12 +121,24 @@ async def run_transfer(relayer: Relayer, purchase: Purchase) -> dict[str, Any]:
         if done is not None:
             return done
     signings = t.get("signatures", [])
-    if len(signings) >= relayer.chain.transfer_max_signings:
+    # A delivery an operator ordered gets a fresh budget of signings.
+    ordered = purchase.resolution.get("action") == "deliver"
+    spent = len(signings) - (int(purchase.resolution.get("signings", 0)) if ordered else 0)
+    if spent >= relayer.chain.transfer_max_signings:
         raise NeedsReview(
             "signing-cap",
             {"signatures": list(signings), "limit": relayer.chain.transfer_max_signings},
         )
     return await _sign_and_send(relayer, purchase, current)
+
+
+def _delivery_ordered(purchase: Purchase) -> bool:
+    """An operator resolved the purchase's parking with `deliver`, against the transfer
+    signing on record now (a later signing is this protocol's own again)."""
+    r = purchase.resolution
+    return r.get("action") == "deliver" and r.get("transferSignature") == purchase.transfer.get(
+        "signature"
+    )
 
 
 async def _sign_and_send(

@@ -20,7 +20,8 @@ CHAIN_REQUEST_SECONDS = Histogram(
 )
 PURCHASES = Counter(
     "relayq_purchases_total",
-    "Purchase requests by outcome: accepted (swap landed), swap_pending, failed, needs_review.",
+    "Purchase requests by outcome: accepted (swap landed), swap_pending, failed, needs_review,"
+    " limited (a purchase limit refused it), short_of_sol (the relayer could not pay).",
     ["outcome"],
 )
 SWAP_SECONDS = Histogram(

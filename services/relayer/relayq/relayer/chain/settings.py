@@ -64,6 +64,16 @@ class ChainSettings:
         transfer_max_signings: transactions signed for one purchase's transfer at most;
             one more signing would be needed means the task is parked for review
             (`RELAYQ_TRANSFER_MAX_SIGNINGS`).
+        purchase_window_seconds: the window of the purchase limits below
+            (`RELAYQ_PURCHASE_WINDOW_SECONDS`).
+        client_purchases, client_lamports: purchases and lamports one client may
+            buy per window; 0 is no limit (`RELAYQ_CLIENT_PURCHASES_PER_WINDOW`,
+            `RELAYQ_CLIENT_LAMPORTS_PER_WINDOW`).
+        wallet_purchases, wallet_lamports: the same per buyer's wallet
+            (`RELAYQ_WALLET_PURCHASES_PER_WINDOW`, `RELAYQ_WALLET_LAMPORTS_PER_WINDOW`).
+        sol_reserve_lamports: what the relayer keeps beyond a purchase's own needs
+            (its SOL, tip and fees) for the transfers that follow; a purchase that
+            would dip into it is refused before signing (`RELAYQ_RELAYER_SOL_RESERVE_LAMPORTS`).
     """
 
     rpc_url: str = "http://127.0.0.1:8899"
@@ -85,6 +95,12 @@ class ChainSettings:
     request_timeout_seconds: float = 5.0
     purchase_concurrency: int = 32
     transfer_max_signings: int = 3
+    purchase_window_seconds: float = 3600.0
+    client_purchases: int = 0
+    client_lamports: int = 0
+    wallet_purchases: int = 0
+    wallet_lamports: int = 0
+    sol_reserve_lamports: int = 10_000_000
 
     @property
     def configured(self) -> bool:
@@ -133,6 +149,16 @@ class ChainSettings:
             transfer_max_signings=int(
                 number(env, "RELAYQ_TRANSFER_MAX_SIGNINGS", d.transfer_max_signings, 1)
             ),
+            purchase_window_seconds=number(
+                env, "RELAYQ_PURCHASE_WINDOW_SECONDS", d.purchase_window_seconds, 1
+            ),
+            client_purchases=_count(env, "RELAYQ_CLIENT_PURCHASES_PER_WINDOW"),
+            client_lamports=_count(env, "RELAYQ_CLIENT_LAMPORTS_PER_WINDOW"),
+            wallet_purchases=_count(env, "RELAYQ_WALLET_PURCHASES_PER_WINDOW"),
+            wallet_lamports=_count(env, "RELAYQ_WALLET_LAMPORTS_PER_WINDOW"),
+            sol_reserve_lamports=int(
+                number(env, "RELAYQ_RELAYER_SOL_RESERVE_LAMPORTS", d.sol_reserve_lamports, 0)
+            ),
         )
         if settings.slippage_bps > 10_000:
             raise SettingsError("RELAYQ_SLIPPAGE_BPS must be at most 10000")
@@ -157,6 +183,14 @@ def signer_token(env: Mapping[str, str]) -> str:
         except OSError as exc:
             raise SettingsError(f"cannot read RELAYQ_SIGNER_TOKEN_FILE {path}: {exc}") from None
     return token
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    """A limit: a whole number, 0 (the default) for none."""
+    value = number(env, name, 0, 0)
+    if value != int(value):
+        raise SettingsError(f"{name} must be a whole number")
+    return int(value)
 
 
 def _programs(env: Mapping[str, str], default: tuple[str, ...]) -> tuple[str, ...]:
