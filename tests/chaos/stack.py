@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -55,6 +56,7 @@ class Events:
     forced_failovers: int = 0
     masters_killed: int = 0
     store_crashes: int = 0
+    rpc_faults: int = 0
     log: list[str] = field(default_factory=list)
 
     def note(self, what: str) -> None:
@@ -71,8 +73,9 @@ class ChaosStack:
         self.group = RedisGroup(workdir / "redis")
         self.mongo: LocalServer = mongo_server(workdir / "mongo")
         # The local chain the purchases swap and transfer on; it is not a fault target.
+        # Its RPC answers errors now and then while purchases poll it (rpc_faults).
         self.chain: LocalServer = devchain_server(
-            workdir / "devchain", slot_ms=200, jito_rate_limit=0
+            workdir / "devchain", slot_ms=200, jito_rate_limit=0, faults=True
         )
         self.chain_env: dict[str, str] = {}
         self.api_port = free_port()
@@ -208,6 +211,26 @@ class ChaosStack:
         self.mongo.start()
         self.events.store_crashes += 1
         self.events.note(f"MongoDB SIGKILLed, back after {down_seconds}s down")
+
+    def rpc_faults(self) -> None:
+        """The chain's RPC misbehaves while purchases poll it: JSON-RPC errors (a node
+        behind, -32005), as HTTP 503 or inside an HTTP 200. None of these is a verdict:
+        every purchase must still complete, none parked."""
+        status = self.rng.choice([200, 503])
+        body = {
+            "rpcErrors": self.rng.randint(3, 8),
+            "methods": ["getSignatureStatuses", "getBlockHeight", "getEpochInfo"],
+            "rpcErrorStatus": status,
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.chain.port}/devchain/faults",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            resp.read()
+        self.events.rpc_faults += 1
+        self.events.note(f"RPC errors x{body['rpcErrors']} (HTTP {status}) while polling")
 
     # -- what the processes said ---------------------------------------------------
 

@@ -56,8 +56,10 @@ async def _inject_faults(stack: ChaosStack, seconds: float) -> None:
             (cycle + 0.50 * CYCLE_SECONDS, stack.crash_store),
             (cycle + 0.75 * CYCLE_SECONDS, stack.kill_master),
         ]
+        # RPC errors while purchases poll the chain, several times a cycle.
+        plan += [(cycle + f * CYCLE_SECONDS, stack.rpc_faults) for f in (0.1, 0.4, 0.6, 0.9)]
         cycle += CYCLE_SECONDS
-    plan = [p for p in plan if p[0] < seconds]
+    plan = sorted((p for p in plan if p[0] < seconds), key=lambda p: p[0])
     next_kill = WORKER_KILL_EVERY_SECONDS
     while (elapsed := time.monotonic() - start) < seconds:
         if plan and elapsed >= plan[0][0]:
@@ -128,6 +130,7 @@ async def test_every_accepted_job_finishes_with_its_effect_applied_once(
             "workersKilled": stack.events.workers_killed,
             "workersStarted": stack.events.workers_started,
             "forcedFailovers": stack.events.forced_failovers,
+            "rpcFaults": stack.events.rpc_faults,
             "mastersKilled": stack.events.masters_killed,
             "storeCrashes": stack.events.store_crashes,
             "timeline": stack.events.log,
