@@ -110,31 +110,23 @@ class JobRequest(Request):
     ] = None
 
 
-class TaskListQuery(BaseModel):
-    """GET /v1/tasks: filters and a page."""
+class PageQuery(BaseModel):
+    """A listing of tasks: a type filter and a page."""
+
+    type: Annotated[
+        str | None,
+        Field(min_length=1, max_length=JOB_TYPE_MAX_LENGTH, description="Only this job type."),
+    ] = None
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE, description=f"Page size, 1..{MAX_PAGE}.")] = 50
+    cursor: Annotated[
+        str | None, Field(pattern=TASK_ID, description="The previous page's `nextCursor`.")
+    ] = None
+
+
+class TaskListQuery(PageQuery):
+    """GET /v1/tasks: a page, of one state too."""
 
     state: Annotated[TaskState | None, Field(description="Only tasks in this state.")] = None
-    type: Annotated[
-        str | None,
-        Field(min_length=1, max_length=JOB_TYPE_MAX_LENGTH, description="Only this job type."),
-    ] = None
-    limit: Annotated[int, Field(ge=1, le=MAX_PAGE, description=f"Page size, 1..{MAX_PAGE}.")] = 50
-    cursor: Annotated[
-        str | None, Field(pattern=TASK_ID, description="The previous page's `nextCursor`.")
-    ] = None
-
-
-class PageQuery(BaseModel):
-    """A listing of one kind of task: a type filter and a page."""
-
-    type: Annotated[
-        str | None,
-        Field(min_length=1, max_length=JOB_TYPE_MAX_LENGTH, description="Only this job type."),
-    ] = None
-    limit: Annotated[int, Field(ge=1, le=MAX_PAGE, description=f"Page size, 1..{MAX_PAGE}.")] = 50
-    cursor: Annotated[
-        str | None, Field(pattern=TASK_ID, description="The previous page's `nextCursor`.")
-    ] = None
 
 
 class AdminTaskQuery(TaskListQuery):
