@@ -7,6 +7,7 @@ more as the collection grows (FerretDB 1.24 on SQLite: 10.6 updates/s at
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -138,3 +139,41 @@ async def test_a_guarded_transition_is_served_by_the_id_index(store: TaskStore) 
     )
     used = set(stages(winning(explain)))
     assert "COLLSCAN" not in used and used & INDEX_STAGES, used
+
+
+async def test_a_batched_transition_and_its_read_back_are_served_by_the_id_index(
+    store: TaskStore,
+) -> None:
+    # TaskStore.transition_many: one guarded update_many pinned to _id, then a read by _id.
+    tasks = [
+        (
+            await store.insert(
+                NewTask(type="noop", priority=Priority.HIGH, payload={}, max_attempts=1)
+            )
+        )[0]
+        for _ in range(20)
+    ]
+    ids = [t.id for t in tasks]
+    guard = {"_id": {"$in": ids}, "state": {"$in": [TaskState.QUEUED.value]},
+             "write_id": {"$ne": "w"}}  # fmt: skip
+    explain = await store.tasks.database.command(
+        {
+            "explain": {
+                "update": store.tasks.name,
+                "updates": [
+                    {
+                        "q": guard,
+                        "u": {"$set": {"state": TaskState.ACTIVE.value}},
+                        "multi": True,
+                        "hint": {"_id": 1},
+                    }
+                ],
+            },
+            "verbosity": "queryPlanner",
+        }
+    )
+    used = set(stages(winning(explain)))
+    assert "COLLSCAN" not in used and used & INDEX_STAGES, used
+    assert '"indexName": "_id_"' in json.dumps(winning(explain), default=str), explain
+    read_back = set(stages(winning(await store.tasks.find({"_id": {"$in": ids}}).explain())))
+    assert "COLLSCAN" not in read_back and read_back & INDEX_STAGES, read_back
