@@ -1,9 +1,8 @@
 """What reconciliation runs found, as the API's /metrics exports it.
 
-`relayq reconcile` (a CronJob; the logic is the relayer's) exits after each
-run, so nothing scrapes it. Each run writes to one Redis hash
-(`Keys.reconcile_report`), which the API reads when Prometheus scrapes it. The
-hash's fields:
+`relayq reconcile` (a CronJob; the logic is the relayer's) writes each run to
+one Redis hash (`Keys.reconcile_report`), read at scrape time (see
+relayq.core.run_report). The hash's fields:
 
     discrepancies:<kind>   what the last successful run found, per kind
     runs_success, runs_failure   runs by outcome (counters)
@@ -12,21 +11,18 @@ hash's fields:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.registry import REGISTRY
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from relayq.core.keys import Keys
+from relayq.core.run_report import ReportCollector
 
 OUTCOMES = ("success", "failure")
 PREFIX = "discrepancies:"
-READ_TIMEOUT_SECONDS = 1.0
 
 
 async def record_reconcile_run(
@@ -48,28 +44,19 @@ async def record_reconcile_run(
     await pipe.execute()
 
 
-class ReconcileCollector(Collector):
-    """Exports the last snapshot of the report hash; `refresh` reads it again."""
+class ReconcileCollector(ReportCollector):
+    """Exports the last snapshot of the reconciliation report."""
 
-    def __init__(self) -> None:
-        self._report: dict[str, str] = {}
-
-    async def refresh(self, redis: Redis, keys: Keys) -> None:
-        """Read the hash; on a Redis error keep the previous snapshot (a scrape must not fail)."""
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            report = await asyncio.wait_for(
-                redis.hgetall(keys.reconcile_report),  # type: ignore[arg-type]
-                READ_TIMEOUT_SECONDS,
-            )
-            self._report = {_text(k): _text(v) for k, v in dict(report).items()}
+    def key(self, keys: Keys) -> str:
+        return keys.reconcile_report
 
     def collect(self) -> Iterator[Metric]:
-        r = self._report
+        r = self.report
         runs = CounterMetricFamily(
             "relayq_reconcile_runs", "Reconciliation runs by outcome.", labels=["outcome"]
         )
         for outcome in OUTCOMES:
-            runs.add_metric([outcome], _number(r, f"runs_{outcome}"))
+            runs.add_metric([outcome], self.number(f"runs_{outcome}"))
         yield runs
         found = GaugeMetricFamily(
             "relayq_reconcile_discrepancies",
@@ -78,14 +65,14 @@ class ReconcileCollector(Collector):
             labels=["kind"],
         )
         for field in sorted(f for f in r if f.startswith(PREFIX)):
-            found.add_metric([field[len(PREFIX) :]], _number(r, field))
+            found.add_metric([field[len(PREFIX) :]], self.number(field))
         yield found
         # Absent until a run succeeds, so an alert can use absent() as well as age.
         if "last_success_ts" in r:
             yield GaugeMetricFamily(
                 "relayq_reconcile_last_success_timestamp_seconds",
                 "When the last successful reconciliation run ended (Unix time).",
-                value=_number(r, "last_success_ts"),
+                value=self.number("last_success_ts"),
             )
 
 
@@ -99,14 +86,3 @@ def reconcile_collector() -> ReconcileCollector:
         _collector = ReconcileCollector()
         REGISTRY.register(_collector)
     return _collector
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _number(report: Mapping[str, str], field: str) -> float:
-    try:
-        return float(report.get(field, 0))
-    except ValueError:
-        return 0.0
