@@ -7,6 +7,8 @@ job modules; without a configured chain they answer 503 relayer-unavailable.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
@@ -237,13 +239,9 @@ async def buy_tokens(request: web.Request) -> web.Response:
                       f"purchases are paused by an operator: {switch.reason}",
                       headers={"Retry-After": str(PAUSED_RETRY_AFTER_SECONDS)})  # fmt: skip
     try:
-        async with relayer.gate:
-            result = await buy(relayer, req)
-    except UnknownBasket:
-        raise Problem(422, "unknown-bundle", f"no bundle {req.basket_id!r}; see GET /v1/bundles",
-                      field="bundleId") from None  # fmt: skip
-    except InvalidPayload as exc:
-        raise Problem(422, exc.code, str(exc), field=exc.field) from None
+        with _pricing_problems(req.basket_id):
+            async with relayer.gate:
+                result = await buy(relayer, req)
     except PurchaseLimitReached as exc:
         wait = str(int(exc.spent.retry_after_seconds))
         raise Problem(429, "purchase-limit", str(exc), headers={"Retry-After": wait}) from None
@@ -251,17 +249,6 @@ async def buy_tokens(request: web.Request) -> web.Response:
         raise unavailable("relayer-short-of-sol", str(exc)) from None
     except IdempotencyConflict as exc:
         raise Problem(409, exc.code, str(exc), field="Idempotency-Key") from None
-    except InsufficientLiquidity as exc:
-        raise Problem(409, "insufficient-liquidity", str(exc), field="solAmount") from None
-    except ChainUnavailable as exc:
-        raise unavailable("chain-unavailable", f"the chain could not be reached: {exc}") from None
-    except SigningRefused as exc:
-        raise Problem(502, "signing-refused", str(exc)) from None
-    except SwapRefused as exc:
-        # The swap API's answer failed a check before signing: nothing was signed or sent.
-        raise Problem(502, "swap-refused", str(exc)) from None
-    except ChainError as exc:
-        raise Problem(502, "chain-error", str(exc)) from None
     status = 200 if result.status == "failed" else 202
     response = web.json_response(
         _answer(result.task, result.purchase, result.status), status=status
@@ -296,10 +283,20 @@ async def resume_purchases(request: web.Request) -> web.Response:
 async def get_quote(request: web.Request) -> web.Response:
     relayer = _relayer(request)
     q = query(request, QuoteQuery)
-    try:
+    with _pricing_problems(q.bundleId):
         return web.json_response(await quote(relayer, q.bundleId, q.solAmount))
+
+
+@contextmanager
+def _pricing_problems(bundle_id: str) -> Iterator[None]:
+    """The answers a quote and a purchase share: pricing a bundle, then signing and sending.
+
+    Subclasses of ChainError come before it: a refused signing is not a chain error.
+    """
+    try:
+        yield
     except UnknownBasket:
-        raise Problem(422, "unknown-bundle", f"no bundle {q.bundleId!r}; see GET /v1/bundles",
+        raise Problem(422, "unknown-bundle", f"no bundle {bundle_id!r}; see GET /v1/bundles",
                       field="bundleId") from None  # fmt: skip
     except InvalidPayload as exc:
         raise Problem(422, exc.code, str(exc), field=exc.field) from None
@@ -308,7 +305,10 @@ async def get_quote(request: web.Request) -> web.Response:
     except ChainUnavailable as exc:
         raise unavailable("chain-unavailable", f"the chain could not be reached: {exc}") from None
     except SwapRefused as exc:
+        # The swap API's answer failed a check before signing: nothing was signed or sent.
         raise Problem(502, "swap-refused", str(exc)) from None
+    except SigningRefused as exc:
+        raise Problem(502, "signing-refused", str(exc)) from None
     except ChainError as exc:
         raise Problem(502, "chain-error", str(exc)) from None
 
