@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from relayq.api import auth
 from relayq.core.api_keys import KEY_ID_PATTERN
 from relayq.core.clients import Clients
+from relayq.core.settings import Settings
+from relayq.dev.servers import free_port
 from tests.gateway import ADMIN, CLIENT, problem, sha256
 from tests.integration.conftest import Api, MakeApi
 
@@ -304,3 +307,47 @@ async def test_the_audit_pages_newest_first_and_filters_by_client(api: Api) -> N
     assert rest["nextCursor"] is None
     mine = await audit(api, client="client-a1")
     assert [e["keyId"] for e in mine] == [keys[2]["key"]["keyId"], keys[0]["key"]["keyId"]]
+
+
+async def test_two_rotations_at_once_issue_one_new_key(api: Api, clients: Clients) -> None:
+    key = await create(api)
+    path = f"/v1/admin/keys/{key['key']['keyId']}/rotate"
+
+    answers = await asyncio.gather(*[api.post(path, json={}, headers=ADMIN) for _ in range(4)])
+
+    statuses = sorted(r.status for r in answers)
+    assert statuses == [201, 409, 409, 409], statuses
+    for resp in answers:
+        if resp.status == 409:
+            await problem(resp, 409, "key-rotated")
+    listed = (await (await api.get("/v1/admin/keys", headers=ADMIN)).json())["keys"]
+    assert len(listed) == 2  # the old key and one replacement, no orphan
+    [winner] = [await r.json() for r in answers if r.status == 201]
+    assert await status_with(api, winner["secret"]) == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("POST", "/v1/admin/keys", {"client": "c", "label": "x"}),
+        ("GET", "/v1/admin/keys", None),
+        ("POST", f"/v1/admin/keys/{UNKNOWN_KEY}/rotate", {}),
+        ("POST", f"/v1/admin/keys/{UNKNOWN_KEY}/revoke", {"reason": "x"}),
+        ("GET", "/v1/admin/audit", None),
+    ],
+)
+async def test_mongo_down_key_routes_are_503_store_unavailable(
+    make_api: MakeApi,
+    settings: Settings,
+    clients: Clients,
+    method: str,
+    path: str,
+    payload: dict[str, Any] | None,
+) -> None:
+    down = replace(settings, mongo_url=f"mongodb://127.0.0.1:{free_port()}/")
+    api = await make_api(settings=down, mongo_timeout_seconds=0.5)
+
+    resp = await api.request(method, path, json=payload, headers=ADMIN)
+
+    body = await problem(resp, 503, "store-unavailable")
+    assert "Retry-After" in resp.headers, body
