@@ -257,6 +257,8 @@ async def test_an_expired_key_cannot_be_rotated(api: Api, clients: Clients) -> N
          "graceSeconds"),
         (f"/v1/admin/keys/{UNKNOWN_KEY}/rotate", {"graceSeconds": "1"}, 422, "invalid-body",
          "graceSeconds"),
+        (f"/v1/admin/keys/{UNKNOWN_KEY}/rotate", {"graceSeconds": True}, 422, "invalid-body",
+         "graceSeconds"),
         (f"/v1/admin/keys/{UNKNOWN_KEY}/revoke", {}, 422, "invalid-body", "reason"),
         (f"/v1/admin/keys/{UNKNOWN_KEY}/revoke", {"reason": ""}, 422, "invalid-payload", "reason"),
         ("/v1/admin/keys/key_0/rotate", {}, 400, "invalid-key-id", None),

@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, Field, Strict
 from relayq.api.contract import Operation, Response, body, query
 from relayq.api.keys import CLIENTS, KEYRING, REQUEST_ID, SETTINGS
 from relayq.api.limits import source_of
-from relayq.api.models import Answer, Request, _integral
+from relayq.api.models import Answer, Request
 from relayq.api.problems import Problem
 from relayq.api.requests import key_id
 from relayq.core.api_keys import (
@@ -39,6 +39,12 @@ KEY_ID = f"^{KEY_ID_PATTERN.pattern}$"
 AUDIT_ID = f"^{AUDIT_ID_PATTERN.pattern}$"
 CLIENT = f"^{CLIENT_ID.pattern}$"
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema counts 3.0 as an integer; booleans stay refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
 
 KeyId = Annotated[str, Field(pattern=KEY_ID)]
 ClientId = Annotated[str, Field(pattern=CLIENT)]
@@ -63,7 +69,7 @@ class KeyCreate(Request):
 class KeyRotate(Request):
     graceSeconds: Annotated[
         int,
-        BeforeValidator(_integral),
+        BeforeValidator(_whole),
         Strict(),
         Field(ge=0, le=MAX_GRACE_SECONDS,
               description="How long the old key keeps working (0: it stops now)."),
