@@ -190,10 +190,12 @@ def test_a_random_path_parameter_is_refused_as_such(served: ServedApp, op: Opera
     name = next(n for n in ("taskId", "keyId", "priority") if "{" + n + "}" in op.path)
     expected = {
         "taskId": {"invalid-task-id", "not-found", "task-not-found", "not-a-dead-letter"},
-        # "." collapses /v1/admin/keys/./rotate onto GET /v1/admin/keys/{keyId}: 405.
-        "keyId": {"invalid-key-id", "not-found", "key-not-found", "method-not-allowed"},
+        "keyId": {"invalid-key-id", "not-found", "key-not-found"},
         "priority": {"invalid-priority", "not-found"},
     }[name]
+    # A dot segment is resolved before routing: POST /v1/admin/keys/./rotate is
+    # POST /v1/admin/keys/rotate, which names GET /v1/admin/keys/{keyId}: 405.
+    expected |= {"method-not-allowed"}
     body = json.dumps({"reason": "fuzz"})
 
     @SETTINGS

@@ -273,7 +273,9 @@ class ApiKeys:
 
         Refused for an unknown, revoked, expired or already rotated key. The new key
         is written first: if the old one changed meanwhile (revoked, rotated by
-        another call), the new one is deleted again and the rotation refused.
+        another call), the new one is deleted again and the rotation refused. A store
+        failure between the two writes leaves a new key whose secret nobody was given
+        (listed with `rotatedFrom`; revoke it) and the old key unchanged.
         """
         if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
             exc = InvalidKeyArgument(f"graceSeconds: 0 to {MAX_GRACE_SECONDS}")
