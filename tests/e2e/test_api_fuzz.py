@@ -32,6 +32,7 @@ QUERY_OPS = [op for op in OPERATIONS if op.query is not None]
 PATH_OPS = [op for op in OPERATIONS if "{" in op.path]
 PROBLEM = "application/problem+json"
 TASK_ID = "0" * 32
+KEY_ID = "key_" + "0" * 28
 # A body each operation accepts as far as its shape goes, for faults elsewhere.
 VALID_BODY = {
     "/v1/jobs": {"type": "noop"},
@@ -73,6 +74,7 @@ def auth(op: Operation) -> dict[str, str]:
 
 def url(app: ServedApp, op: Operation) -> str:
     path = op.path.replace("{taskId}", TASK_ID).replace("{priority}", "high")
+    path = path.replace("{keyId}", KEY_ID)
     return app.url + path
 
 
@@ -185,10 +187,15 @@ def test_an_idempotency_key_outside_printable_ascii_is_refused_by_name(
 @pytest.mark.parametrize("op", PATH_OPS, ids=lambda op: f"{op.method} {op.path}")
 def test_a_random_path_parameter_is_refused_as_such(served: ServedApp, op: Operation) -> None:  # noqa: F811
     session = requests.Session()
-    name = "taskId" if "{taskId}" in op.path else "priority"
-    expected = (
-        {"invalid-task-id", "not-found"} if name == "taskId" else {"invalid-priority", "not-found"}
-    )
+    name = next(n for n in ("taskId", "keyId", "priority") if "{" + n + "}" in op.path)
+    expected = {
+        "taskId": {"invalid-task-id", "not-found", "task-not-found", "not-a-dead-letter"},
+        "keyId": {"invalid-key-id", "not-found", "key-not-found"},
+        "priority": {"invalid-priority", "not-found"},
+    }[name]
+    # A dot segment is resolved before routing: POST /v1/admin/keys/./rotate is
+    # POST /v1/admin/keys/rotate, which names GET /v1/admin/keys/{keyId}: 405.
+    expected |= {"method-not-allowed"}
     body = json.dumps({"reason": "fuzz"})
 
     @SETTINGS
@@ -198,8 +205,8 @@ def test_a_random_path_parameter_is_refused_as_such(served: ServedApp, op: Opera
         path = op.path.replace("{" + name + "}", encoded).replace("{taskId}", TASK_ID)
         headers = {**auth(op), "Content-Type": "application/json"}
         resp = session.request(op.method, served.url + path, data=body, headers=headers, timeout=30)
-        # A value that happens to be valid meets a task that does not exist, or succeeds.
-        check(resp, expected | {"task-not-found", "not-a-dead-letter"}, op=op)
+        # A value that happens to be valid meets a task or key that does not exist, or succeeds.
+        check(resp, expected, op=op)
 
     send()
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from relayq.api.auth import KeyRing
+from relayq.core.api_keys import is_key_id
 from relayq.core.clients import Clients
 from relayq.core.ids import is_task_id
 from relayq.core.jobs import Task, TaskState
@@ -18,6 +20,7 @@ from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.dev.servers import free_port
 from tests.conftest import settings_env
+from tests.gateway import api_settings, sha256
 
 pytestmark = pytest.mark.slow
 
@@ -305,3 +308,83 @@ async def test_cancel_and_promote_act_on_delayed_tasks(clients: Clients) -> None
     assert promoted == {"taskId": second.task.id, "state": "queued", "moved": True}
     again = await relayq(clients, "cancel", first.task.id, "--reason", "twice")
     assert again.returncode == 2 and again.error()["error"] == "invalid-task-state"
+
+
+# -- client API keys --------------------------------------------------------
+
+
+def keyring(clients: Clients) -> KeyRing:
+    """The gateway's key ring on the test's database, to see what a key opens."""
+    return KeyRing(api_settings(), clients.store.tasks.database["api_keys"])
+
+
+async def test_keys_create_list_rotate_revoke_each_audited_as_cli(clients: Clients) -> None:
+    created = await ok(clients, "keys", "create", "--client", "client-c", "--label", "nightly")
+    secret, kid = created["secret"], created["key"]["keyId"]
+    assert secret.startswith("rq_") and is_key_id(kid)
+    assert await keyring(clients).client_for(secret) == "client-c"
+
+    listed = await relayq(clients, "keys", "list", "--client", "client-c")
+    assert listed.returncode == 0 and secret not in listed.stdout
+    assert sha256(secret) not in listed.stdout
+    assert [k["keyId"] for k in listed.json()["keys"]] == [kid]
+
+    rotated = await ok(clients, "keys", "rotate", kid, "--grace-seconds", "1")
+    assert rotated["previous"]["rotatedTo"] == rotated["key"]["keyId"]
+    assert await keyring(clients).client_for(secret) == "client-c"  # within the grace
+    assert await keyring(clients).client_for(rotated["secret"]) == "client-c"
+    await asyncio.sleep(1.1)
+    assert await keyring(clients).client_for(secret) is None
+
+    revoked = await ok(clients, "keys", "revoke", rotated["key"]["keyId"], "--reason", "offboarded")
+    assert revoked["key"]["state"] == "revoked"
+    assert await keyring(clients).client_for(rotated["secret"]) is None
+
+    audit = await ok(clients, "keys", "audit", "--client", "client-c")
+    assert [(e["action"], e["outcome"], e["actor"]) for e in reversed(audit["entries"])] == [
+        ("create", "ok", "cli"),
+        ("rotate", "ok", "cli"),
+        ("revoke", "ok", "cli"),
+    ]
+    assert all(e["source"] and "@" in e["source"] for e in audit["entries"])
+    assert audit["entries"][0]["reason"] == "offboarded"
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("keys", "rotate", "key_1"), "invalid-key-id"),
+        (("keys", "revoke", "nope", "--reason", "x"), "invalid-key-id"),
+        (("keys", "create", "--client", "a:b", "--label", "x"), "invalid-client-id"),
+        (("keys", "list", "--cursor", "zz"), "invalid-key-id"),
+        (("keys", "rotate", "key_" + "0" * 28), "key-not-found"),
+        (("keys", "revoke", "key_" + "0" * 28, "--reason", "x"), "key-not-found"),
+        (("keys", "rotate", "key_" + "0" * 28, "--grace-seconds", "-1"), "invalid-payload"),
+        (("keys", "create", "--client", "c", "--label", "a\tb"), "invalid-payload"),
+    ],
+)
+async def test_keys_refusals_exit_2_with_their_code(
+    clients: Clients, args: tuple[str, ...], code: str
+) -> None:
+    result = await relayq(clients, *args)
+
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.error()["error"] == code
+
+
+async def test_keys_refused_changes_are_audited(clients: Clients) -> None:
+    created = await ok(clients, "keys", "create", "--client", "client-c", "--label", "x")
+    kid = created["key"]["keyId"]
+    await ok(clients, "keys", "revoke", kid, "--reason", "done")
+
+    again = await relayq(clients, "keys", "revoke", kid, "--reason", "twice")
+    rotate = await relayq(clients, "keys", "rotate", kid)
+
+    assert again.error()["error"] == "key-revoked" and rotate.error()["error"] == "key-revoked"
+    audit = await ok(clients, "keys", "audit", "--key-id", kid)
+    assert [(e["action"], e["outcome"], e["details"].get("code")) for e in audit["entries"]] == [
+        ("rotate", "refused", "key-revoked"),
+        ("revoke", "refused", "key-revoked"),
+        ("revoke", "ok", None),
+        ("create", "ok", None),
+    ]

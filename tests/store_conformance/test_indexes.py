@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from relayq.core.api_keys import Actor, ApiKeys
 from relayq.core.jobs import TaskState
 from relayq.core.priorities import Priority
 from relayq.core.store import FINISHED, NewTask, TaskStore, now
@@ -177,3 +178,91 @@ async def test_a_batched_transition_and_its_read_back_are_served_by_the_id_index
     assert '"indexName": "_id_"' in json.dumps(winning(explain), default=str), explain
     read_back = set(stages(winning(await store.tasks.find({"_id": {"$in": ids}}).explain())))
     assert "COLLSCAN" not in read_back and read_back & INDEX_STAGES, read_back
+
+
+# -- client API keys and their audit trail (relayq.core.api_keys) -------------------
+
+KEY_INDEXES = {
+    "api_keys": {
+        "_id_": {"_id": 1},
+        "key_id": {"keyId": -1},
+        "client_key_id": {"client": 1, "keyId": -1},
+    },
+    "audit": {
+        "_id_": {"_id": 1},
+        "key_id": {"keyId": 1, "_id": -1},
+        "client_id": {"client": 1, "_id": -1},
+    },
+}
+KEY_ID = "key_" + "0" * 28
+# name -> (collection, query, sort, the index that must serve it; None: any, the _id fast paths)
+KEY_QUERIES: dict[str, tuple[str, dict[str, Any], list[tuple[str, int]] | None, str | None]] = {
+    "authentication: a key by its hash": ("api_keys", {"_id": "ab" * 32}, None, None),
+    "a key by its id": ("api_keys", {"keyId": KEY_ID}, None, None),
+    "the keys": ("api_keys", {"keyId": {"$gt": ""}}, [("keyId", -1)], "key_id"),
+    "the keys, next page": ("api_keys", {"keyId": {"$lt": KEY_ID}}, [("keyId", -1)], "key_id"),
+    "a client's keys": ("api_keys", {"keyId": {"$gt": ""}, "client": "client-a"},
+                        [("keyId", -1)], "client_key_id"),
+    "the audit": ("audit", {}, [("_id", -1)], "_id_"),
+    "the audit, next page": ("audit", {"_id": {"$lt": "f" * 32}}, [("_id", -1)], "_id_"),
+    "a key's audit": ("audit", {"keyId": KEY_ID}, [("_id", -1)], "key_id"),
+    "a client's audit": ("audit", {"client": "client-a"}, [("_id", -1)], "client_id"),
+}  # fmt: skip
+
+
+async def _some_keys(store: TaskStore) -> ApiKeys:
+    keys = ApiKeys(store.tasks.database)
+    actor = Actor("test")
+    for i in range(60):
+        issued = await keys.create(f"client-{'abc'[i % 3]}", f"key {i}", actor)
+        if i % 4 == 0:
+            await keys.revoke(issued.key.key_id, "test", actor)
+    return keys
+
+
+async def test_every_key_index_relayq_declares_exists_as_declared(store: TaskStore) -> None:
+    for collection, declared in KEY_INDEXES.items():
+        found = {i["name"]: i async for i in await store.tasks.database[collection].list_indexes()}
+        for name, keys in declared.items():
+            assert name in found, f"{collection}: index {name} missing: {sorted(found)}"
+            assert dict(found[name]["key"]) == keys
+
+
+@pytest.mark.parametrize("name", KEY_QUERIES)
+async def test_key_query_is_served_by_an_index(store: TaskStore, name: str) -> None:
+    await _some_keys(store)
+    collection, query, sort, index = KEY_QUERIES[name]
+    cursor = store.tasks.database[collection].find(query)
+    if sort:
+        cursor = cursor.sort(sort)
+    plan = winning(await cursor.explain())
+    used = set(stages(plan))
+    assert "COLLSCAN" not in used and used & INDEX_STAGES, f"{name}: {used}"
+    if index is not None:  # not merely some index (the _id index serves every sort by _id)
+        assert f'"indexName": "{index}"' in json.dumps(plan, default=str), f"{name}: {plan}"
+
+
+@pytest.mark.parametrize(
+    "guard",
+    [
+        {"keyId": KEY_ID, "revokedAt": None},  # revoke
+        {"_id": "ab" * 32, "revokedAt": None, "rotatedTo": None, "expiresAt": None},  # rotate
+    ],
+    ids=["revoke", "rotate"],
+)
+async def test_a_guarded_key_change_is_served_by_an_index(
+    store: TaskStore, guard: dict[str, Any]
+) -> None:
+    keys = await _some_keys(store)
+    explain = await store.tasks.database.command(
+        {
+            "explain": {
+                "findAndModify": keys.keys.name,
+                "query": guard,
+                "update": {"$set": {"revokedAt": now()}},
+            },
+            "verbosity": "queryPlanner",
+        }
+    )
+    used = set(stages(winning(explain)))
+    assert "COLLSCAN" not in used and used & INDEX_STAGES, used

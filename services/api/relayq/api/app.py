@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relayq.api import admin, jobs, ops
+from relayq.api import admin, admin_keys, jobs, ops
 from relayq.api.auth import KeyRing
 from relayq.api.contract import Operation
 from relayq.api.keys import (
@@ -39,7 +39,7 @@ INDEX_RETRY_SECONDS = 5.0
 def operations(job_modules: Iterable[str]) -> list[Operation]:
     """What the gateway serves: its own operations, then those of its job modules' route
     modules (`ROUTES`, relayq.core.modules), each module's `OPERATIONS`."""
-    own = [*jobs.OPERATIONS, *admin.OPERATIONS, *ops.OPERATIONS]
+    own = [*jobs.OPERATIONS, *admin.OPERATIONS, *admin_keys.OPERATIONS, *ops.OPERATIONS]
     for module in route_modules(job_modules):
         own += list(module.OPERATIONS)
     return own

@@ -7,6 +7,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from pymongo.errors import PyMongoError
 
 from relayq.api.problems import Problem, unavailable
 from relayq.api.settings import ApiSettings, hash_key
+from relayq.core.api_keys import key_is_valid
 from relayq.core.owners import is_client_id
 from relayq.core.telemetry import log_event
 
@@ -25,7 +27,7 @@ KEY_CACHE_SECONDS = 30.0
 KEY_LOOKUPS = Counter(
     "relayq_api_key_lookups_total",
     "Client keys looked up in MongoDB (not configured, not cached), by result: known, "
-    "unknown, error.",
+    "unknown, revoked, expired, error.",
     ["result"],
 )
 
@@ -45,7 +47,10 @@ class KeyRing:
 
     Lookups in MongoDB are remembered for KEY_CACHE_SECONDS in two bounded
     caches, one for known keys and one for unknown ones: a flood of random keys
-    only ever evicts other unknown keys, never a real client's.
+    only ever evicts other unknown keys, never a real client's. A known key is
+    remembered no longer than its `expiresAt` (a rotated key stops at the end of
+    its grace exactly); a revoked one stops at once in the gateway that revoked
+    it (`forget`) and within KEY_CACHE_SECONDS in the others.
     """
 
     def __init__(self, api: ApiSettings, collection: AsyncCollection[dict[str, Any]]) -> None:
@@ -60,6 +65,11 @@ class KeyRing:
         return self._admin is not None and hmac.compare_digest(
             secret.encode(), self._admin.encode()
         )
+
+    def forget(self, digest: str) -> None:
+        """Drop what this gateway remembers of a key (it was revoked or rotated here)."""
+        self._known.pop(digest)
+        self._unknown.pop(digest)
 
     def known_now(self, secret: str) -> str | None:
         """The client of a key known without asking MongoDB (configured or cached), or None."""
@@ -80,23 +90,35 @@ class KeyRing:
             raise unavailable(
                 "store-unavailable", "cannot check this key: the task store is unreachable"
             ) from None
-        client = None
-        if doc is not None and not doc.get("disabled", False):
+        at = datetime.now(UTC)
+        client, result = None, "unknown"
+        if doc is not None and not key_is_valid(doc, at):
+            result = "revoked" if doc.get("disabled") or doc.get("revokedAt") else "expired"
+        elif doc is not None:
             client = str(doc.get("client") or digest[:12])
             if not is_client_id(client):  # refused, not served under a mangled id
                 log_event(log, logging.ERROR, "api key with an invalid client id refused",
                           key=digest[:12])  # fmt: skip
                 client = None
-        KEY_LOOKUPS.labels(result="unknown" if client is None else "known").inc()
+            else:
+                result = "known"
+        KEY_LOOKUPS.labels(result=result).inc()
         if client is None:
             self._unknown.put(digest, None)
         else:
-            self._known.put(digest, client)
+            assert doc is not None
+            expires = doc.get("expiresAt")
+            seconds = KEY_CACHE_SECONDS
+            if expires is not None:
+                remaining = (expires.replace(tzinfo=expires.tzinfo or UTC) - at).total_seconds()
+                seconds = min(seconds, remaining)
+            self._known.put(digest, client, seconds)
         return client
 
 
 class LruCache(Generic[V]):
-    """At most `size` entries, each for KEY_CACHE_SECONDS; the least recently used go first."""
+    """At most `size` entries, each for at most KEY_CACHE_SECONDS; the least recently used
+    go first."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -119,8 +141,12 @@ class LruCache(Generic[V]):
         entry = self._live(key)
         return None if entry is None else entry[0]
 
-    def put(self, key: str, value: V) -> None:
-        self._entries[key] = (value, time.monotonic() + KEY_CACHE_SECONDS)
+    def pop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def put(self, key: str, value: V, seconds: float = KEY_CACHE_SECONDS) -> None:
+        """Remember `value` for `seconds` (at most KEY_CACHE_SECONDS)."""
+        self._entries[key] = (value, time.monotonic() + min(seconds, KEY_CACHE_SECONDS))
         self._entries.move_to_end(key)
         while len(self._entries) > self._size:
             self._entries.popitem(last=False)

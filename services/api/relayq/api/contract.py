@@ -124,9 +124,9 @@ def _path_checks() -> dict[str, Callable[[web.Request], object]]:
     """Path parameters checked before the query and the body: a bad id is 400 whatever
     the body says. (Imported here: relayq.api.requests reads the app's keys, which
     name this module's Operation.)"""
-    from relayq.api.requests import priority, task_id
+    from relayq.api.requests import key_id, priority, task_id
 
-    return {"TaskId": task_id, "Priority": priority}
+    return {"TaskId": task_id, "Priority": priority, "KeyId": key_id}
 
 
 def _checked(op: Operation) -> Handler:

@@ -18,6 +18,7 @@ from pydantic.json_schema import JsonSchemaMode, JsonSchemaValue, models_json_sc
 from relayq.api.contract import Operation, Response
 from relayq.api.docspage import docs_page
 from relayq.api.problems import TITLES
+from relayq.core.api_keys import KEY_ID_PATTERN
 from relayq.core.owners import IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_MAX_LENGTH
 from relayq.core.priorities import Priority
 
@@ -84,6 +85,13 @@ def _parameters() -> dict[str, Any]:
             "required": True,
             "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
             "description": "32 lowercase hex characters.",
+        },
+        "KeyId": {
+            "name": "keyId",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": f"^{KEY_ID_PATTERN.pattern}$"},
+            "description": "A client key's public id: `key_` and 28 lowercase hex characters.",
         },
         "Priority": {
             "name": "priority",

@@ -50,6 +50,12 @@ TITLES = {
     "purchase-changed": "The purchase changed meanwhile",
     "transfer-may-land": "The recorded transfer can still land",
     "evidence-refused": "The signature given is no evidence of this purchase's transfer",
+    "invalid-key-id": "Invalid key id",
+    "invalid-client-id": "Invalid client id",
+    "key-not-found": "API key not found",
+    "key-revoked": "API key is revoked",
+    "key-expired": "API key has expired",
+    "key-rotated": "API key was already rotated",
     "internal": "Internal error",
 }
 

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from relayq.api.keys import REQUEST_ID
 from relayq.api.problems import Problem
+from relayq.core.api_keys import is_key_id
 from relayq.core.ids import is_task_id
 from relayq.core.owners import IDEMPOTENCY_KEY_MAX_LENGTH, is_idempotency_key
 from relayq.core.priorities import Priority
@@ -30,6 +31,13 @@ def task_id(request: web.Request) -> str:
     value = request.match_info["taskId"]
     if not is_task_id(value):
         raise Problem(400, "invalid-task-id", "a task id is 32 lowercase hex characters")
+    return value
+
+
+def key_id(request: web.Request) -> str:
+    value = request.match_info["keyId"]
+    if not is_key_id(value):
+        raise Problem(400, "invalid-key-id", "a key id is `key_` and 28 lowercase hex characters")
     return value
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -12,9 +14,19 @@ from typing import Any
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from relayq.core.api_keys import (
+    DEFAULT_GRACE_SECONDS,
+    Actor,
+    ApiKeys,
+    InvalidClientId,
+    KeyRefused,
+    is_key_id,
+    now,
+)
 from relayq.core.clients import Clients, open_clients
 from relayq.core.ids import is_task_id
 from relayq.core.jobs import JobError, TaskState
+from relayq.core.owners import is_client_id
 from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.core.settings import Settings, SettingsError
@@ -39,6 +51,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if value is not None and not is_task_id(value):
             raise CommandError("invalid-task-id", "a task id is 32 lowercase hex characters")
+    if args.command == "keys":
+        _check_key_arguments(args)
     if getattr(args, "release", None) and not args.reason:
         raise CommandError("invalid-argument", "--release needs --reason")
     if args.command == "enqueue":
@@ -119,6 +133,90 @@ async def _migrate_owners(c: Clients, args: argparse.Namespace) -> Any:
     return {"owned": owned, "ownerless": ownerless}
 
 
+def _check_key_arguments(args: argparse.Namespace) -> None:
+    key_id = getattr(args, "key_id", None)
+    if key_id is not None and not is_key_id(key_id):
+        raise CommandError("invalid-key-id", "a key id is `key_` and 28 lowercase hex characters")
+    cursor = getattr(args, "cursor", None)
+    if cursor is not None and not is_key_id(cursor):
+        raise CommandError("invalid-key-id", "--cursor is a key id (a page's nextCursor)")
+    client = getattr(args, "client", None)
+    if client is not None and not is_client_id(client):
+        raise InvalidClientId(f"client id {client!r}: letters, digits, '.', '_', '@', '-', "
+                              "starting with a letter or digit, at most 64")  # fmt: skip
+
+
+def _cli_actor() -> Actor:
+    """Actor `cli`, from the user and host that ran it (as far as they can be told)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor("cli", source=f"{user}@{socket.gethostname()}"[:128])
+
+
+async def _keys_create(c: Clients, args: argparse.Namespace) -> Any:
+    issued = await ApiKeys(c.store.tasks.database).create(args.client, args.label, _cli_actor())
+    return {"secret": issued.secret, "key": issued.key.to_public(now())}
+
+
+async def _keys_list(c: Clients, args: argparse.Namespace) -> Any:
+    page = await ApiKeys(c.store.tasks.database).list(client=args.client, limit=args.limit,
+                                                      cursor=args.cursor)  # fmt: skip
+    at = now()
+    return {"keys": [k.to_public(at) for k in page.items], "nextCursor": page.next_cursor}
+
+
+async def _keys_rotate(c: Clients, args: argparse.Namespace) -> Any:
+    rotation = await ApiKeys(c.store.tasks.database).rotate(args.key_id, args.grace_seconds,
+                                                            _cli_actor())  # fmt: skip
+    at = now()
+    return {"secret": rotation.issued.secret, "key": rotation.issued.key.to_public(at),
+            "previous": rotation.previous.to_public(at)}  # fmt: skip
+
+
+async def _keys_revoke(c: Clients, args: argparse.Namespace) -> Any:
+    revocation = await ApiKeys(c.store.tasks.database).revoke(args.key_id, args.reason,
+                                                              _cli_actor())  # fmt: skip
+    return {"key": revocation.key.to_public(now())}
+
+
+async def _keys_audit(c: Clients, args: argparse.Namespace) -> Any:
+    page = await ApiKeys(c.store.tasks.database).audit_entries(
+        key_id=args.key_id, client=args.client, limit=args.limit
+    )
+    return {"entries": [e.to_public() for e in page.items], "nextCursor": page.next_cursor}
+
+
+def _add_keys_parser(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="create, list, rotate and revoke client API keys (audited)")
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="a new key; its secret is printed this once")
+    create.add_argument("--client", required=True, help="the client id")
+    create.add_argument("--label", required=True, help="what the key is for")
+    create.set_defaults(run=_keys_create)
+    listing = actions.add_parser("list", help="keys, newest first (never their secrets)")
+    listing.add_argument("--client", help="only this client's keys")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--cursor", help="the previous page's nextCursor")
+    listing.set_defaults(run=_keys_list)
+    rotate = actions.add_parser("rotate", help="a new secret; the old one works for a grace")
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace-seconds", type=int, default=DEFAULT_GRACE_SECONDS,
+                        help=f"how long the old key keeps working (default "
+                             f"{DEFAULT_GRACE_SECONDS})")  # fmt: skip
+    rotate.set_defaults(run=_keys_rotate)
+    revoke = actions.add_parser("revoke", help="the key stops working (within 30 s everywhere)")
+    revoke.add_argument("key_id")
+    revoke.add_argument("--reason", required=True, help="recorded on the key and in the audit")
+    revoke.set_defaults(run=_keys_revoke)
+    audit = actions.add_parser("audit", help="the audit trail of key changes, newest first")
+    audit.add_argument("--key-id", help="only entries about this key")
+    audit.add_argument("--client", help="only this client's entries")
+    audit.add_argument("--limit", type=int, default=100)
+    audit.set_defaults(run=_keys_audit)
+
+
 Command = Callable[[Clients, argparse.Namespace], Awaitable[Any]]
 
 
@@ -185,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("task_id")
     promote.set_defaults(run=_promote)
 
+    _add_keys_parser(sub)
+
     sub.add_parser(
         "migrate-owners",
         help="record the owning client of tasks written before owners were (run once on upgrade)",
@@ -230,7 +330,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         _check_arguments(args)
         settings = Settings.from_env()
         _print(asyncio.run(_run(args.run, args, settings)))
-    except (CommandError, JobError, IdempotencyConflict, SettingsError, ValueError) as exc:
+    except (
+        CommandError,
+        JobError,
+        IdempotencyConflict,
+        KeyRefused,
+        SettingsError,
+        ValueError,
+    ) as exc:
         code = getattr(exc, "code", "invalid-argument")
         print(json.dumps({"error": code, "message": str(exc)}), file=sys.stderr)
         sys.exit(2)

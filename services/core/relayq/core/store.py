@@ -26,6 +26,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, Wri
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, WriteError
 
+from relayq.core.api_keys import ApiKeys
 from relayq.core.batching import Batcher
 from relayq.core.ids import new_task_id
 from relayq.core.jobs import FINISHED_STATES, InvalidPayload, Task, TaskState
@@ -227,6 +228,8 @@ class TaskStore:
             [("owner", ASCENDING), ("type", ASCENDING), ("_id", DESCENDING)],
             name="owner_type_id",
         )
+        # The collections of client keys and their audit trail live beside the tasks.
+        await ApiKeys(self.tasks.database).ensure_indexes()
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
