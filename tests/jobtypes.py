@@ -88,7 +88,7 @@ async def mail(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     if payload.get("outcome") == "permanent":
         raise PermanentError(f"mailbox {to} does not exist")
     if payload.get("outcome") == "review":
-        raise NeedsReview("bounced", {"attempt": ctx.attempt})
+        raise NeedsReview("bounced", {"attempt": ctx.attempt, "bounce": f"550 {to} unknown"})
     return {"sentTo": to, "messageId": f"<{ctx.task_id}@relayq.test>"}
 
 

@@ -133,8 +133,14 @@ async def test_dead_letter_and_review_listings_and_errors_are_redacted(
     for task_id in (dead.id, parked.id):
         stored = await clients.store.get(task_id)
         assert stored is not None and stored.payload["to"] == ADDRESS
+    assert in_review["review"]["details"]["bounce"] == f"550 {REDACTED} unknown"
     retried = await clients.service.retry_dead_letter(dead.id)
     assert retried is not None and retried.payload["to"] == ADDRESS
+    # Cancelled, the parked task is finished for good: its review loses the values too.
+    await clients.service.cancel(parked.id, "the user gave up")
+    doc = await clients.store.tasks.find_one({"_id": parked.id})
+    assert doc is not None and doc["review"]["reason"] == "bounced"
+    assert_clean(repr(doc))
 
 
 async def test_a_cancelled_task_loses_its_declared_fields_from_the_record(

@@ -14,7 +14,7 @@ import pytest
 
 from relayq.core.jobs import JobType, Task, TaskState
 from relayq.core.priorities import Priority
-from relayq.core.redaction import REDACTED, check_paths, redact, redact_text
+from relayq.core.redaction import REDACTED, check_paths, redact, redact_text, redact_texts
 from relayq.core.telemetry import DOCUMENT_LOGGERS, configure_logging
 from relayq.dev.servers import REPO_ROOT
 
@@ -113,6 +113,7 @@ def test_the_task_view_redacts_payload_result_and_error() -> None:
         created_at=datetime.now(UTC),
         last_error="PermanentError: mailbox alice@example.com does not exist",
         result={"sentTo": "alice@example.com"},
+        review={"reason": "bounced", "details": {"bounce": "550 alice@example.com"}},
         redact=PATHS,
     )
 
@@ -122,6 +123,7 @@ def test_the_task_view_redacts_payload_result_and_error() -> None:
     assert view["payload"]["user"]["name"] == "Alice"
     assert view["result"] == {"sentTo": REDACTED}
     assert view["lastError"] == f"PermanentError: mailbox {REDACTED} does not exist"
+    assert view["review"] == {"reason": "bounced", "details": {"bounce": f"550 {REDACTED}"}}
     assert task.payload["to"] == "alice@example.com"  # the record itself is untouched
 
 
@@ -167,3 +169,12 @@ def test_no_log_line_takes_a_task_payload_or_result_raw() -> None:
     files = [p for root in SOURCES for p in root.rglob("*.py")]
     assert len(files) > 50
     assert [hit for p in files for hit in _log_calls_with_task_data(p)] == []
+
+
+def test_texts_anywhere_in_a_value_lose_the_declared_values() -> None:
+    review = {"reason": "bounced", "details": {"bounce": ["550 alice@example.com"], "n": 2}}
+
+    out = redact_texts(review, PAYLOAD, PATHS)
+
+    assert out == {"reason": "bounced", "details": {"bounce": [f"550 {REDACTED}"], "n": 2}}
+    assert redact_texts(None, PAYLOAD, PATHS) is None

@@ -190,7 +190,8 @@ class Task:
             "startedAt": ts(self.started_at),
             "finishedAt": ts(self.finished_at),
             "runAt": ts(self.run_at),
-            "review": self.review,
+            "review": self.review
+            and redaction.redact_texts(self.review, self.payload, self.redact),
             "client": self.owner,
         }
 

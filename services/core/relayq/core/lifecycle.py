@@ -34,7 +34,7 @@ from typing import Any
 from relayq.core.batching import Batcher
 from relayq.core.jobs import CLAIMABLE_STATES, Task, TaskState
 from relayq.core.priorities import Priority
-from relayq.core.redaction import redact
+from relayq.core.redaction import redact, redact_texts
 from relayq.core.store import Change, TaskStore, now
 from relayq.core.telemetry import (
     CANCELLED,
@@ -78,6 +78,8 @@ def _stripped(task: Task, result: Any = None) -> dict[str, Any]:
     return {
         "payload": redact(task.payload, task.redact, "payload"),
         "result": redact(result, task.redact, "result"),
+        # The values go with the payload: the review's text would be all that is left.
+        "review": redact_texts(task.review, task.payload, task.redact),
     }
 
 

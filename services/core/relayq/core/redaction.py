@@ -60,6 +60,18 @@ def redact_text(text: str, payload: Any, paths: Iterable[str]) -> str:
     return text
 
 
+def redact_texts(value: Any, payload: Any, paths: Iterable[str]) -> Any:
+    """`value` (a parked task's review details) with `redact_text` applied to every
+    string in it: a handler may quote what it could not decide about."""
+    if isinstance(value, str):
+        return redact_text(value, payload, paths)
+    if isinstance(value, list):
+        return [redact_texts(item, payload, paths) for item in value]
+    if isinstance(value, Mapping):
+        return {key: redact_texts(item, payload, paths) for key, item in value.items()}
+    return value
+
+
 def _segments(paths: Iterable[str], root: str) -> Iterator[list[str]]:
     for path in paths:
         head, _, rest = path.partition(".")
