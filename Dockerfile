@@ -65,9 +65,11 @@ WORKDIR /tmp
 FROM runtime AS api
 COPY --from=build-api /opt/relayq /opt/relayq
 ENV RELAYQ_API_HOST=0.0.0.0 \
-    RELAYQ_API_PORT=8080
-# 8080: the API, /healthz, /readyz and /metrics (RELAYQ_API_PORT).
-EXPOSE 8080
+    RELAYQ_API_PORT=8080 \
+    RELAYQ_API_METRICS_PORT=9100
+# 8080: the API, /healthz and /readyz (RELAYQ_API_PORT); 9100: Prometheus metrics
+# (RELAYQ_API_METRICS_PORT), kept off the public port.
+EXPOSE 8080 9100
 ENTRYPOINT ["relayq", "api"]
 
 FROM runtime AS worker

@@ -108,6 +108,7 @@ def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
         RELAYQ_DRAIN_SECONDS=str(settings.drain_seconds),
         RELAYQ_MAX_DELIVERIES=str(settings.max_deliveries),
         RELAYQ_METRICS_PORT="0",
+        RELAYQ_API_METRICS_PORT="0",
         RELAYQ_JOB_MODULES=",".join(settings.job_modules),
         PYTHONPATH=str(REPO_ROOT),
     )

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 
+from relayq.api.metrics import create_metrics_app
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import Clients
 from relayq.core.jobs import Task, TaskState
@@ -49,6 +51,17 @@ def api_settings(**overrides: Any) -> ApiSettings:
     }
     values.update(overrides)
     return ApiSettings(**values)
+
+
+async def scrape(aiohttp_client: Any, gateway: TestClient[Any, Any]) -> str:
+    """The gateway's /metrics, read from its metrics port (relayq.api.metrics) as
+    `relayq api` serves it beside the public one; `aiohttp_client` is pytest-aiohttp's."""
+    metrics = await aiohttp_client(create_metrics_app(gateway.app))
+    resp = await metrics.get("/metrics")
+    text: str = await resp.text()
+    assert resp.status == 200, text
+    assert resp.content_type == "text/plain"
+    return text
 
 
 async def problem(

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from relayq.core.jobs import JobContext, JobType, RateLimit
+from relayq.core.jobs import JobContext, JobType, NeedsReview, PermanentError, RateLimit
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
 from relayq.core.store import connect_mongo
@@ -79,6 +79,22 @@ async def crash(payload: dict[str, Any], ctx: JobContext) -> None:
     os._exit(17)
 
 
+async def mail(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Stands in for a password-reset mail: records the payload it got (personal data
+    and all), then fails for good (payload.outcome "permanent"), parks ("review"), or
+    answers with the address it sent to."""
+    await _collection().insert_one({"task_id": ctx.task_id, "phase": "mail", "payload": payload})
+    to = payload["to"]
+    if payload.get("outcome") == "permanent":
+        raise PermanentError(f"mailbox {to} does not exist")
+    if payload.get("outcome") == "review":
+        raise NeedsReview("bounced", {"attempt": ctx.attempt, "bounce": f"550 {to} unknown"})
+    return {"sentTo": to, "messageId": f"<{ctx.task_id}@relayq.test>"}
+
+
+# The fields of `mail` that hold personal data; `payload.cc` is usually absent.
+MAIL_REDACT = ("payload.to", "payload.user.email", "payload.link", "payload.cc", "result.sentTo")
+
 JOB_TYPES = [
     JobType("record", record, Priority.HIGH, timeout_seconds=120),
     JobType(
@@ -98,4 +114,5 @@ JOB_TYPES = [
         max_attempts=20,
         backoff_base_seconds=0.2,
     ),
+    JobType("mail", mail, Priority.HIGH, timeout_seconds=30, redact=MAIL_REDACT),
 ]

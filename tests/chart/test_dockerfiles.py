@@ -15,7 +15,7 @@ from tests.chart.dockerfile import Dockerfile, parse, parse_instructions
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 # image (= Dockerfile target) -> (the workspace package it must install, ports it must expose)
 IMAGES = {
-    "api": ("relayq-api", {8080}),
+    "api": ("relayq-api", {8080, 9100}),
     "worker": ("relayq-worker", {9100}),
     "recovery": ("relayq-recovery", set()),
     "operator": ("relayq-operator", {8080, 9100}),

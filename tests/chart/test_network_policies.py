@@ -95,7 +95,8 @@ def test_every_pod_resolves_names_and_nothing_from_outside_reaches_the_datastore
 
 
 def test_default_install_admits_exactly_the_intended_flows(default_render: Render) -> None:
-    # A public API (apiFrom empty), no metrics scrapers, no relayer.
+    # A public API (apiFrom empty), no metrics scrapers, no relayer: the API's public
+    # port is open to anyone, its metrics port (9100) to nobody.
     public_api = {(o.name, "api", 8080, "TCP") for o in OUTSIDE}
     expected = internal_flows() | dns_flows() | kube_api_flows() | public_api
     flows = flows_of(default_render)
@@ -109,7 +110,8 @@ def test_public_setup_admits_the_ingress_prometheus_and_the_chain_hosts_only(
     # ci/03: apiFrom = the ingress controller's namespace, metricsFrom = monitoring,
     # the relayer's CIDRs; the API and the workers reach the chain hosts.
     expected = internal_flows() | dns_flows() | kube_api_flows()
-    expected |= {("ingress", "api", 8080, "TCP"), ("prometheus", "api", 8080, "TCP")}
+    # Prometheus reaches the API's metrics port only, the ingress its public port only.
+    expected |= {("ingress", "api", 8080, "TCP"), ("prometheus", "api", 9100, "TCP")}
     expected |= {("prometheus", "worker", 9100, "TCP"), ("prometheus", "operator", 9100, "TCP")}
     expected |= {("api", "rpc", 443, "TCP"), ("worker", "rpc", 443, "TCP")}
     # The reconcile CronJob (with the relayer): its datastores, names and the chain hosts.
@@ -130,3 +132,5 @@ def test_public_setup_admits_the_ingress_prometheus_and_the_chain_hosts_only(
     assert flows - expected == set(), "admitted but not intended"
     assert expected - flows == set(), "intended but not admitted"
     assert ("internet", "api", 8080, "TCP") not in flows
+    assert ("prometheus", "api", 8080, "TCP") not in flows
+    assert ("ingress", "api", 9100, "TCP") not in flows

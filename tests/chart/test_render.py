@@ -157,7 +157,16 @@ def test_probes_point_at_real_endpoints_and_named_ports(ci_render: Render) -> No
         container = api["spec"]["template"]["spec"]["containers"][0]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert "/metrics" in api_paths
+        # /metrics is not on the public port: only on the metrics port, which the
+        # API is told of (relayq.api.metrics).
+        assert "/metrics" not in api_paths
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        values = ci_render.values["api"]
+        assert ports == {"http": values["containerPort"], "metrics": values["metricsPort"]}
+        assert env["RELAYQ_API_PORT"] == str(values["containerPort"])
+        assert env["RELAYQ_API_METRICS_PORT"] == str(values["metricsPort"])
+        assert ports["http"] != ports["metrics"]
 
 
 def _pod_security(pod: dict[str, Any], container: dict[str, Any], key: str) -> Any:

@@ -118,6 +118,8 @@ def test_schema_rejects_a_bad_value(helm_home: Path, key: str, value: str, compl
         ({"image.registry": ""}, "image.registry is required"),
         # With policies on, the scrapers and the chain hosts must be named, not guessed.
         ({"monitoring.enabled": "true"}, "networkPolicy.metricsFrom"),
+        # The metrics never share the public port the Service and the Ingress route to.
+        ({"api.metricsPort": "8080"}, "api.metricsPort must differ from api.containerPort"),
         (
             {
                 "relayer.enabled": "true",
@@ -265,11 +267,18 @@ def test_observability_wraps_the_shared_files(helm_home: Path) -> None:
     assert rule["spec"] == expected and rule["spec"]["groups"]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (monitor,) = render.of_kind("ServiceMonitor")
-    assert monitor["spec"]["endpoints"][0] == {
-        "port": "http",
-        "path": "/metrics",
-        "interval": "30s",
-    }
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    # It selects the API's metrics Service alone, never the public one.
+    selected = [
+        s
+        for s in render.of_kind("Service")
+        if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert [s["metadata"]["name"] for s in selected] == [f"{RELEASE}-api-metrics"]
+    (port,) = selected[0]["spec"]["ports"]
+    assert (port["name"], port["targetPort"]) == ("metrics", "metrics")
     (pod_monitor,) = render.of_kind("PodMonitor")
     components = pod_monitor["spec"]["selector"]["matchExpressions"][0]["values"]
     assert set(components) == {"operator"} | {
@@ -294,9 +303,14 @@ def test_ingress_routes_to_the_api_service_with_tls(helm_home: Path) -> None:
     assert ingress["spec"]["tls"] == [
         {"secretName": "relayq-example-tls", "hosts": ["relayq.example.com"]}
     ]
-    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": f"{RELEASE}-api", "port": {"name": "http"}}
-    assert render.get("Service", f"{RELEASE}-api") is not None
+    backends = [
+        p["backend"]["service"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]
+    ]
+    assert backends == [{"name": f"{RELEASE}-api", "port": {"name": "http"}}]
+    # The Service the Ingress names carries the public port only: no route to /metrics.
+    public = render.get("Service", f"{RELEASE}-api")
+    assert public is not None
+    assert [(p["name"], p["targetPort"]) for p in public["spec"]["ports"]] == [("http", "http")]
 
 
 def test_relayer_settings_reach_api_and_workers(helm_home: Path) -> None:

@@ -388,3 +388,40 @@ async def test_keys_refused_changes_are_audited(clients: Clients) -> None:
         ("revoke", "ok", None),
         ("create", "ok", None),
     ]
+
+
+# -- personal data ---------------------------------------------------------------
+
+
+async def test_every_task_the_cli_prints_has_its_declared_fields_redacted(
+    clients: Clients,
+) -> None:
+    address, link = "alice@example.com", "https://shop.example/reset?token=cli-7f3a"
+    payload = {"to": address, "user": {"name": "Alice", "email": address}, "link": link}
+    queued = (await clients.service.submit(JobRequest("mail", payload, delay_seconds=600))).task
+    dead = (await clients.service.submit(JobRequest("mail", payload))).task
+    failed = await clients.store.transition(
+        dead.id, [TaskState.QUEUED], TaskState.FAILED,
+        set_fields={"last_error": f"mailbox {address} full"},
+    )  # fmt: skip
+    assert failed is not None
+    parked_sub = await clients.service.submit(JobRequest("mail", payload))
+    active = await clients.service.lifecycle.start(parked_sub.task.id, "w-1", redelivered=False)
+    assert active is not None
+    assert await clients.service.lifecycle.park(active, "bounced") is not None
+
+    outputs = [
+        await relayq(clients, "status", queued.id),
+        await relayq(clients, "dead-letters"),
+        await relayq(clients, "review"),
+        await relayq(clients, "cancel", queued.id, "--reason", "not wanted"),
+    ]
+
+    for result in outputs:
+        assert result.returncode == 0, result.stderr
+        assert address not in result.stdout and link not in result.stdout, result.stdout
+        assert address not in result.stderr
+    status = outputs[0].json()
+    assert status["payload"]["user"] == {"name": "Alice", "email": "[redacted]"}
+    assert outputs[1].json()["deadLetters"][0]["lastError"] == "mailbox [redacted] full"
+    assert outputs[2].json()["inReview"][0]["payload"]["to"] == "[redacted]"

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -35,12 +36,14 @@ def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
     settings: Settings, tmp_path: Path
 ) -> None:
     redis_port, mongo_port, api_port = free_port(), free_port(), free_port()
+    metrics_port = free_port()
     env = settings_env(
         settings,
         RELAYQ_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
         RELAYQ_MONGO_URL=f"mongodb://127.0.0.1:{mongo_port}/",
         RELAYQ_MONGO_DATABASE="relayq",
         RELAYQ_API_PORT=str(api_port),
+        RELAYQ_API_METRICS_PORT=str(metrics_port),
         RELAYQ_DEVCHAIN_PORT=str(free_port()),
     )
     out = (tmp_path / "localstack.log").open("w+")
@@ -57,6 +60,12 @@ def test_localstack_runs_a_job_end_to_end_and_stops_cleanly(
             time.sleep(0.2)
         banner = (tmp_path / "localstack.log").read_text()
         assert "relayq localstack is up" in banner
+        # The API's metrics on their own port, as printed; none on the API's port.
+        assert f"api metrics  http://127.0.0.1:{metrics_port}/metrics" in banner
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            assert b'relayq_dependency_up{dependency="redis"} 1.0' in r.read()
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=10)
         # No key was given: one was generated and printed, and the API takes it.
         key = re.search(r"RELAYQ_API_KEY=(\S+)", banner)
         assert key is not None

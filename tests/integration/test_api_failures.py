@@ -6,12 +6,13 @@ import time
 from dataclasses import replace
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from relayq.core.clients import Clients
 from relayq.core.jobs import TaskState
 from relayq.core.settings import Settings
 from relayq.dev.servers import free_port
-from tests.gateway import ADMIN, CLIENT, PROBLEM_TYPE, dispatched, make_dead, problem
+from tests.gateway import ADMIN, CLIENT, PROBLEM_TYPE, dispatched, make_dead, problem, scrape
 from tests.integration.conftest import Api, MakeApi
 
 
@@ -145,7 +146,12 @@ async def test_readyz_names_mongo_unreachable(mongo_down: Api) -> None:
     }
 
 
-async def test_mongo_down_leaves_health_metrics_and_docs_serving(mongo_down: Api) -> None:
-    for path in ("/healthz", "/metrics", "/openapi.json", "/docs"):
+async def test_mongo_down_leaves_health_metrics_and_docs_serving(
+    mongo_down: Api, aiohttp_client: AiohttpClient
+) -> None:
+    for path in ("/healthz", "/openapi.json", "/docs"):
         resp = await mongo_down.get(path)
         assert resp.status == 200, path
+    assert 'relayq_dependency_up{dependency="mongodb"} 0.0' in await scrape(
+        aiohttp_client, mongo_down
+    )

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from pytest_aiohttp import AiohttpClient
 
 from relayq.core import tracing
 from relayq.core.clients import Clients
@@ -20,7 +21,7 @@ from relayq.core.jobs import Task, TaskState
 from relayq.core.settings import Settings
 from relayq.dev.servers import free_port
 from tests.conftest import InProcessWorker, wait_until
-from tests.gateway import CLIENT
+from tests.gateway import CLIENT, scrape
 from tests.integration.conftest import Api, MakeApi
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -216,9 +217,12 @@ async def test_spans_are_exported_over_otlp_http_to_the_configured_endpoint() ->
     assert [s.name for s in resource_spans.scope_spans[0].spans] == ["swap quote"]
 
 
-async def test_probes_and_scrapes_make_no_spans(api: Api, spans: InMemorySpanExporter) -> None:
-    for path in ("/healthz", "/readyz", "/metrics"):
+async def test_probes_and_scrapes_make_no_spans(
+    api: Api, spans: InMemorySpanExporter, aiohttp_client: AiohttpClient
+) -> None:
+    for path in ("/healthz", "/readyz"):
         assert (await api.get(path, headers=CALLER)).status == 200
+    await scrape(aiohttp_client, api)
     assert (await api.get("/v1/tasks", headers=CALLER)).status == 200
 
     assert [s.name for s in spans.get_finished_spans()] == ["GET /v1/tasks"]

@@ -15,7 +15,7 @@ from relayq.core.service import JobRequest
 from relayq.core.settings import Settings
 from relayq.core.telemetry import refresh_queue_gauges
 from relayq.dev.servers import free_port
-from tests.gateway import api_settings
+from tests.gateway import api_settings, scrape
 
 
 def gauge(name: str, **labels: str) -> float | None:
@@ -60,10 +60,8 @@ async def test_api_metrics_report_both_dependencies_up_and_every_priority_queue(
     await clients.service.submit(JobRequest("noop", {}, priority=Priority.HIGH))
     api = await aiohttp_client(create_app(settings, api_settings()))
 
-    resp = await api.get("/metrics")
+    text = await scrape(aiohttp_client, api)
 
-    assert resp.status == 200
-    text = await resp.text()
     assert 'relayq_dependency_up{dependency="redis"} 1.0' in text
     assert 'relayq_dependency_up{dependency="mongodb"} 1.0' in text
     assert 'relayq_queue_backlog{priority="high"} 1.0' in text
@@ -77,10 +75,8 @@ async def test_api_metrics_report_redis_down_and_still_serve(
     down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     api = await aiohttp_client(create_app(down, api_settings()))
 
-    resp = await api.get("/metrics")
+    text = await scrape(aiohttp_client, api)
 
-    assert resp.status == 200
-    text = await resp.text()
     assert 'relayq_dependency_up{dependency="redis"} 0.0' in text
     assert 'relayq_dependency_up{dependency="mongodb"} 1.0' in text
 

@@ -83,11 +83,17 @@ def stack(
     settings = _settings(redis_srv, mongo_url)
     tmp = tmp_path_factory.mktemp("observability")
     prefix = {"RELAYQ_KEY_PREFIX": settings.key_prefix}
-    api_port = free_port()
+    api_port, api_metrics_port = free_port(), free_port()
     api_log = (tmp / "api.log").open("wb")
     api = subprocess.Popen(
         [sys.executable, "-m", "relayq.api"],
-        env=settings_env(settings, RELAYQ_API_PORT=str(api_port), RELAYQ_API_KEY=KEY, **prefix),
+        env=settings_env(
+            settings,
+            RELAYQ_API_PORT=str(api_port),
+            RELAYQ_API_METRICS_PORT=str(api_metrics_port),
+            RELAYQ_API_KEY=KEY,
+            **prefix,
+        ),
         stdout=api_log,
         stderr=subprocess.STDOUT,
         cwd=REPO_ROOT,
@@ -104,6 +110,7 @@ def stack(
             )
         # Generous bounds: all three processes import at once on a shared machine.
         wait_for_port(api_port, api, 120)
+        wait_for_port(api_metrics_port, api, 30)
         for worker in workers:
             worker.wait_started(120)
         # One recovery run (what the CronJob does): its report reaches /metrics of the API.
@@ -119,7 +126,8 @@ def stack(
         am = alertmanager_server(tmp / "am", f"http://127.0.0.1:{webhook_port}/alerts").start()
         servers.append(am)
         targets = {
-            "relayq-api": [f"127.0.0.1:{api_port}"],
+            # The API's metrics port, as the chart's ServiceMonitor scrapes it.
+            "relayq-api": [f"127.0.0.1:{api_metrics_port}"],
             "relayq-worker": [f"127.0.0.1:{p}" for p in worker_ports],
         }
         prom = prometheus_server(

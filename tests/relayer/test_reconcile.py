@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 from solders.keypair import Keypair
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
@@ -35,7 +36,7 @@ from relayq.relayer.reconcile_main import run_once
 from relayq.relayer.relayer import Relayer
 from relayq.relayer.transfer import transfer_instructions
 from tests.conftest import InProcessWorker, wait_until
-from tests.gateway import CLIENT
+from tests.gateway import CLIENT, scrape
 from tests.integration.conftest import Api
 from tests.relayer.conftest import SLOT_MS, Devchain
 
@@ -178,10 +179,14 @@ async def test_each_kind_of_discrepancy_is_reported(
 
 
 async def test_a_run_records_its_counts_and_the_api_exports_them(
-    gateway: Api, clients: Clients, settings: Settings, chain_settings: ChainSettings
+    gateway: Api,
+    clients: Clients,
+    settings: Settings,
+    chain_settings: ChainSettings,
+    aiohttp_client: AiohttpClient,
 ) -> None:
     report = await run_once(settings, chain_settings, window=1.0, settle=0.0)
-    text = await (await gateway.get("/metrics")).text()
+    text = await scrape(aiohttp_client, gateway)
     for kind, n in report.counts.items():
         assert f'relayq_reconcile_discrepancies{{kind="{kind}"}} {float(n)}' in text, text
     assert 'relayq_reconcile_runs_total{outcome="success"} 1.0' in text
@@ -191,6 +196,6 @@ async def test_a_run_records_its_counts_and_the_api_exports_them(
     unreachable = replace(chain_settings, rpc_url="http://127.0.0.1:1", request_timeout_seconds=0.2)
     with pytest.raises(ChainError):
         await run_once(settings, unreachable, window=1.0, settle=0.0)
-    text = await (await gateway.get("/metrics")).text()
+    text = await scrape(aiohttp_client, gateway)
     assert 'relayq_reconcile_runs_total{outcome="failure"} 1.0' in text
     assert 'relayq_reconcile_discrepancies{kind="duplicate_transfer"}' in text

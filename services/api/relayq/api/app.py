@@ -26,6 +26,7 @@ from relayq.api.keys import (
 )
 from relayq.api.limits import Limits
 from relayq.api.middleware import authenticate, request_context
+from relayq.api.readiness import READINESS, Readiness, probe_of
 from relayq.api.settings import ApiSettings
 from relayq.core.clients import open_clients
 from relayq.core.modules import ProcessContext, route_modules, started
@@ -59,6 +60,7 @@ def create_app(
     app[SETTINGS] = api
     app[LIMITS] = Limits(api)
     app[INDEXES_READY] = asyncio.Event()
+    app[READINESS] = Readiness(probe_of(app))
     app[OPERATIONS] = operations(settings.job_modules)
     app.add_routes([op.route() for op in app[OPERATIONS]])
 

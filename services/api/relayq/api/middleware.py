@@ -24,8 +24,9 @@ access_log = logging.getLogger("relayq.api.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-# Probes and scrapes every few seconds would drown the traces that matter.
-UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes every few seconds would drown the traces that matter (scrapes go to
+# the metrics port, relayq.api.metrics, which traces nothing).
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz"})
 HTTP_CODES = {
     404: "not-found",
     405: "method-not-allowed",

@@ -1,12 +1,13 @@
-"""Operational routes: health, readiness, metrics, the OpenAPI document and docs."""
+"""Operational routes: health, readiness, the OpenAPI document and docs.
+
+The metrics are served on a port of their own (relayq.api.metrics), not here.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relayq.api import models
 from relayq.api.contract import Operation, Response
@@ -14,11 +15,7 @@ from relayq.api.docspage import docs_page
 from relayq.api.keys import CLIENTS, INDEXES_READY, SETTINGS
 from relayq.api.keys import OPERATIONS as SERVED
 from relayq.api.openapi import openapi_document
-from relayq.core.reconcile_report import reconcile_collector
-from relayq.core.recovery_report import recovery_collector
-from relayq.core.telemetry import probe_dependency, refresh_queue_gauges_quietly
-
-READY_TIMEOUT_SECONDS = 2.0
+from relayq.api.readiness import READINESS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -26,7 +23,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    redis_ok, mongo_ok = await _probe(request.app)
+    # Shared probes, at most one a second (relayq.api.readiness): this route is public.
+    health = await request.app[READINESS].check()
+    redis_ok, mongo_ok = health.redis, health.mongo
     indexes_ok = request.app[INDEXES_READY].is_set()
     results = {
         "redis": _word(redis_ok),
@@ -39,33 +38,8 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
-async def _probe(app: web.Application) -> tuple[bool, bool]:
-    """Ping Redis and MongoDB at once; sets relayq_dependency_up for each."""
-    clients = app[CLIENTS]
-    redis_ok, mongo_ok = await asyncio.gather(
-        probe_dependency("redis", clients.redis.ping(), READY_TIMEOUT_SECONDS),
-        probe_dependency("mongodb", clients.store.ping(), READY_TIMEOUT_SECONDS),
-    )
-    return redis_ok, mongo_ok
-
-
 def _word(ok: bool) -> str:
     return "ok" if ok else "unreachable"
-
-
-async def metrics(request: web.Request) -> web.Response:
-    # Probe at scrape time, so the dependency and queue gauges are fresh
-    # without a background loop, and show every priority's queue even when
-    # none of its workers runs.
-    redis_ok, _ = await _probe(request.app)
-    if redis_ok:
-        await refresh_queue_gauges_quietly(request.app[CLIENTS].queue, READY_TIMEOUT_SECONDS)
-        # Recovery is a CronJob nothing scrapes: its report lives in Redis.
-        clients = request.app[CLIENTS]
-        await recovery_collector().refresh(clients.redis, clients.queue.keys)
-        # So is reconciliation.
-        await reconcile_collector().refresh(clients.redis, clients.queue.keys)
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _document(request: web.Request) -> dict[str, Any]:
@@ -108,14 +82,6 @@ OPERATIONS: list[Operation] = [
             503: Response("A dependency is unreachable; it is named `unreachable`",
                           models.Readiness),
         },
-    ),
-    Operation(
-        "GET", "/metrics", metrics, "metrics", "Prometheus metrics", "operations",
-        responses={200: _text("text/plain", "Prometheus text exposition format")},
-        description=(
-            "relayq_api_requests_total{method,route,status}, "
-            "relayq_api_request_seconds{route}, and the job metrics."
-        ),
     ),
     Operation(
         "GET", "/openapi.json", openapi_json, "openapi", "This document", "operations",

@@ -23,6 +23,8 @@ class ApiSettings:
 
     Attributes:
         host, port: where it listens (`RELAYQ_API_HOST`, `RELAYQ_API_PORT`).
+        metrics_port: where `/metrics` is served, on the same host and never on
+            `port` (`RELAYQ_API_METRICS_PORT`); 0 for nowhere.
         api_keys: client key hashes to client ids, from `RELAYQ_API_KEY` (client
             `default`) and `RELAYQ_API_KEYS_FILE`; MongoDB's `api_keys` adds more.
         admin_token: the administrators' bearer token (`RELAYQ_ADMIN_TOKEN` or
@@ -51,6 +53,7 @@ class ApiSettings:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    metrics_port: int = 9100
     api_keys: Mapping[str, str] = field(default_factory=dict)
     admin_token: str | None = None
     rate_limit_per_s: int = 200
@@ -76,9 +79,13 @@ class ApiSettings:
         admin = env.get("RELAYQ_ADMIN_TOKEN") or None
         if admin is None and env.get("RELAYQ_ADMIN_TOKEN_FILE"):
             admin = _read(Path(env["RELAYQ_ADMIN_TOKEN_FILE"])).strip() or None
+        port = integer(env, "RELAYQ_API_PORT", cls.port, 1, 65535)
+        metrics_port = integer(env, "RELAYQ_API_METRICS_PORT", cls.metrics_port, 0, 65535)
+        check_metrics_port(port, metrics_port)
         return cls(
             host=env.get("RELAYQ_API_HOST", cls.host),
-            port=integer(env, "RELAYQ_API_PORT", cls.port, 1, 65535),
+            port=port,
+            metrics_port=metrics_port,
             api_keys=keys,
             admin_token=admin,
             rate_limit_per_s=integer(env, "RELAYQ_API_RATE_LIMIT", cls.rate_limit_per_s, 1, 10**6),
@@ -105,6 +112,17 @@ class ApiSettings:
             shutdown_seconds=float(
                 integer(env, "RELAYQ_API_SHUTDOWN_SECONDS", int(cls.shutdown_seconds), 0, 3600)
             ),
+        )
+
+
+def check_metrics_port(port: int, metrics_port: int) -> None:
+    """The metrics are never served on the public port."""
+    if not 0 <= metrics_port <= 65535:
+        raise SettingsError(f"the metrics port must be between 0 and 65535, not {metrics_port}")
+    if metrics_port == port:
+        raise SettingsError(
+            f"RELAYQ_API_METRICS_PORT must differ from RELAYQ_API_PORT ({port}): "
+            "the metrics are not served on the public port"
         )
 
 

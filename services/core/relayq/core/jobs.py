@@ -11,6 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from relayq.core import redaction
 from relayq.core.priorities import Priority, PriorityClass
 
 if TYPE_CHECKING:
@@ -130,6 +131,12 @@ class Task:
         result: what the handler returned, a JSON value.
         worker: consumer name of the worker that last held it.
         trace: request id and trace context carried from the producer.
+        review: why the task was parked (needs_review): {"reason", "details", "parkedAt"}.
+        owner: the API client it belongs to; None for relayq's own and operators' tasks.
+        crash_safe: its job type is crash-safe (JobType.crash_safe): parked, never
+            dead-lettered, past a limit.
+        redact: its job type's redacted fields (JobType.redact), shown redacted in
+            every view (relayq.core.redaction).
     """
 
     id: str
@@ -152,15 +159,17 @@ class Task:
     result: Any = None
     worker: str | None = None
     trace: dict[str, str] = field(default_factory=dict)
-    # Why the task was parked (needs_review): {"reason", "details", "parkedAt"}.
     review: dict[str, Any] | None = None
-    # The API client it belongs to; None for relayq's own and operators' tasks.
     owner: str | None = None
-    # Its job type is crash-safe (JobType.crash_safe): parked, never dead-lettered, past a limit.
     crash_safe: bool = False
+    redact: tuple[str, ...] = ()
 
     def to_public(self) -> dict[str, Any]:
-        """A JSON-ready view for the CLI and the API."""
+        """A JSON-ready view for the CLI, the API and anything built on them.
+
+        The one way a task is shown: its job type's declared fields come out
+        redacted (relayq.core.redaction).
+        """
 
         def ts(value: datetime | None) -> str | None:
             return value.isoformat().replace("+00:00", "Z") if value else None
@@ -172,15 +181,17 @@ class Task:
             "state": self.state.value,
             "attempts": self.attempts,
             "maxAttempts": self.max_attempts,
-            "lastError": self.last_error,
-            "result": self.result,
-            "payload": self.payload,
+            "lastError": self.last_error
+            and redaction.redact_text(self.last_error, self.payload, self.redact),
+            "result": redaction.redact(self.result, self.redact, "result"),
+            "payload": redaction.redact(self.payload, self.redact, "payload"),
             "createdAt": ts(self.created_at),
             "queuedAt": ts(self.queued_at),
             "startedAt": ts(self.started_at),
             "finishedAt": ts(self.finished_at),
             "runAt": ts(self.run_at),
-            "review": self.review,
+            "review": self.review
+            and redaction.redact_texts(self.review, self.payload, self.redact),
             "client": self.owner,
         }
 
@@ -248,6 +259,12 @@ class JobType:
             (it moves money exactly once): delivery counts are no evidence of poison for
             it, so past the delivery or attempt limit its task is parked for review
             (`needs_review`) instead of dead-lettered. A PermanentError still dead-letters.
+        redact: fields that may hold personal data (a mail address, a reset link), as
+            dotted paths rooted at `payload` or `result` (`payload.to`,
+            `payload.user.email`, `result.link`). Every view and listing shows them
+            redacted, error messages lose their values, and the stored record loses
+            them once the task is finished for good (relayq.core.redaction). The
+            handler gets the payload as submitted.
     """
 
     name: str
@@ -261,6 +278,10 @@ class JobType:
     description: str = ""
     internal: bool = False
     crash_safe: bool = False
+    redact: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        redaction.check_paths(self.redact)
 
     def attempts_under(self, cls: PriorityClass) -> int:
         return self.max_attempts if self.max_attempts is not None else cls.max_attempts

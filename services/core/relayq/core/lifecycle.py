@@ -15,6 +15,13 @@ gets its own guarded answer, and each metric and log line stays its own.
 
 Nothing outside relayq.core writes task fields: a test walks the source of the
 other members for calls of `transition` and for raw collection writes.
+
+A task finished for good (completed, or cancelled) loses the fields its job
+type declares redacted (JobType.redact) from its stored payload and result:
+nothing runs it again, and no view may show them. A dead letter or a parked
+task keeps them, since an operator may run it again; retention deletes it.
+The request hash stays, so an idempotent replay still tells a replay from a
+conflict.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 from relayq.core.batching import Batcher
 from relayq.core.jobs import CLAIMABLE_STATES, Task, TaskState
 from relayq.core.priorities import Priority
+from relayq.core.redaction import redact, redact_texts
 from relayq.core.store import Change, TaskStore, now
 from relayq.core.telemetry import (
     CANCELLED,
@@ -60,6 +68,19 @@ ChangeAt = Callable[[datetime], Change]
 
 def _after(seconds: float) -> datetime:
     return now() + timedelta(seconds=seconds)
+
+
+def _stripped(task: Task, result: Any = None) -> dict[str, Any]:
+    """The payload and result fields of a task finished for good, its declared
+    personal data gone (JobType.redact); nothing for a type that declares none."""
+    if not task.redact:
+        return {}
+    return {
+        "payload": redact(task.payload, task.redact, "payload"),
+        "result": redact(result, task.redact, "result"),
+        # The values go with the payload: the review's text would be all that is left.
+        "review": redact_texts(task.review, task.payload, task.redact),
+    }
 
 
 class Lifecycle:
@@ -98,7 +119,12 @@ class Lifecycle:
                 (TaskState.ACTIVE,),
                 TaskState.COMPLETED,
                 version=task.version,
-                set_fields={"result": result, "finished_at": at, "last_error": None},
+                set_fields={
+                    "result": result,
+                    "finished_at": at,
+                    "last_error": None,
+                    **_stripped(task, result),
+                },
                 task=task,
             )
         )
@@ -272,7 +298,12 @@ class Lifecycle:
             CANCELLABLE,
             TaskState.CANCELLED,
             version=task.version,
-            set_fields={"last_error": f"cancelled: {reason}", "finished_at": now(), "run_at": None},
+            set_fields={
+                "last_error": f"cancelled: {reason}",
+                "finished_at": now(),
+                "run_at": None,
+                **_stripped(task, task.result),
+            },
         )
         if cancelled is not None:
             CANCELLED.labels(priority=task.priority.value).inc()
@@ -305,6 +336,7 @@ class Lifecycle:
                 "result": result,
                 "finished_at": now(),
                 "last_error": f"resolved ({resolution}): {reason}",
+                **_stripped(task, result),
             },
         )
         if resolved is not None:

@@ -158,6 +158,7 @@ class JobService:
             trace=request.trace,
             owner=request.client,
             crash_safe=job_type.crash_safe,
+            redact=job_type.redact,
         )
 
     async def replay_of(self, request: JobRequest) -> Task | None:

@@ -86,6 +86,9 @@ class NewTask:
     crash_safe: bool = False
     # The API client it belongs to (relayq.core.owners); None: relayq's or an operator's.
     owner: str | None = None
+    # The job type's redacted fields (JobType.redact): on the record, so that every
+    # process redacts the task's views alike, whichever job modules it loaded.
+    redact: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -644,6 +647,7 @@ def _new_doc(new: NewTask) -> dict[str, Any]:
         "trace": dict(new.trace or {}),
         "owner": new.owner,
         **({"crash_safe": True} if new.crash_safe else {}),
+        **({"redact": list(new.redact)} if new.redact else {}),
     }
 
 
@@ -672,6 +676,7 @@ def _task(doc: Mapping[str, Any]) -> Task:
         review=doc.get("review"),
         owner=doc.get("owner"),
         crash_safe=bool(doc.get("crash_safe", False)),
+        redact=tuple(doc.get("redact") or ()),
     )
 
 

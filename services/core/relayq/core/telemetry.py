@@ -157,12 +157,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# Loggers whose DEBUG records carry whole documents (PyMongo's command log holds
+# task payloads, personal data included): never below INFO, whatever the level.
+DOCUMENT_LOGGERS = ("pymongo.command",)
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in DOCUMENT_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
 
 
 def log_event(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:

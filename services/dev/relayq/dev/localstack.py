@@ -1,7 +1,9 @@
 """`make run`: Redis, MongoDB, the API, workers, recovery and reconciliation, in the foreground.
 
 Ports come from RELAYQ_REDIS_URL, RELAYQ_MONGO_URL and RELAYQ_API_PORT
-(defaults 6379, 27017 and 8080 on 127.0.0.1); data lives under .run/ in the
+(defaults 6379, 27017 and 8080 on 127.0.0.1); the API's metrics are on
+RELAYQ_API_METRICS_PORT (default: the port below the workers', 9100), the
+workers' on the ports from --metrics-base-port on; data lives under .run/ in the
 repository. The client key and the admin token come from RELAYQ_API_KEY and
 RELAYQ_ADMIN_TOKEN, or are generated and printed. Ctrl-C or SIGTERM stops
 everything, the API and workers first so they drain.
@@ -58,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--metrics-base-port",
         type=int,
         default=FIRST_METRICS_PORT,
-        help="workers' metrics ports start here, one per priority; 0 for none",
+        help="workers' metrics ports start here, one per priority, the API's is the one "
+        "below (unless RELAYQ_API_METRICS_PORT says); 0 for none",
     )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
@@ -109,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             env["RELAYQ_SIGNER_URL"] = f"http://127.0.0.1:{signer_port}"
             del env["RELAYQ_RELAYER_KEYPAIR_FILE"]
         api_port = int(env.get("RELAYQ_API_PORT") or 8080)
+        default_metrics = args.metrics_base_port - 1 if args.metrics_base_port else 0
+        env.setdefault("RELAYQ_API_METRICS_PORT", str(default_metrics))
         children.append(
             subprocess.Popen([sys.executable, "-m", "relayq.api", "--port", str(api_port)], env=env)
         )
@@ -189,7 +194,7 @@ def _banner(settings: Settings, metrics_base_port: int, env: dict[str, str], api
             f"  workers   one per priority; metrics ports {ports}",
             f"  chain     {env.get('RELAYQ_SOLANA_RPC_URL', 'none')} (Solana RPC; Jito at"
             f" {env.get('RELAYQ_JITO_URL', 'none')})",
-            f"  recovery  every {RECOVERY_EVERY_SECONDS}s (summaries in the API's /metrics)",
+            f"  recovery  every {RECOVERY_EVERY_SECONDS}s (summaries in the API's metrics)",
             f"  reconcile every {RECONCILE_EVERY_SECONDS}s, the last"
             f" {RECONCILE_WINDOW_SECONDS}s of purchases (reports in .run/reconcile.jsonl;"
             " relayq_reconcile_discrepancies in /metrics)"
@@ -199,6 +204,9 @@ def _banner(settings: Settings, metrics_base_port: int, env: dict[str, str], api
             if env.get("RELAYQ_SIGNER_URL")
             else "  signer    off (no relayer configured)",
             f"  api       http://127.0.0.1:{api_port} (docs at /docs)",
+            f"  api metrics  http://127.0.0.1:{env['RELAYQ_API_METRICS_PORT']}/metrics"
+            if env.get("RELAYQ_API_METRICS_PORT", "0") != "0"
+            else "  api metrics  off",
             f"  client key   RELAYQ_API_KEY={env['RELAYQ_API_KEY']}",
             f"  admin token  RELAYQ_ADMIN_TOKEN={env['RELAYQ_ADMIN_TOKEN']}",
             "try, in another shell:",

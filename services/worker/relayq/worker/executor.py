@@ -30,6 +30,7 @@ from relayq.core.lifecycle import UNFINISHED, Lifecycle
 from relayq.core.modules import ProcessContext
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Queue
+from relayq.core.redaction import redact_text
 from relayq.core.settings import Settings
 from relayq.core.telemetry import (
     JOBS,
@@ -188,7 +189,7 @@ class TaskExecutor:
             raise
         except PermanentError as exc:
             RUN_SECONDS.labels(priority=p, type=task.type).observe(time.perf_counter() - t0)
-            await self._dead_letter(task, _error_text(exc), "permanent")
+            await self._dead_letter(task, _error_text(exc, task), "permanent")
             return Ack()
         except Defer as exc:
             return await self._defer(task, exc)
@@ -201,7 +202,7 @@ class TaskExecutor:
             if isinstance(exc, TimeoutError):
                 error = f"timed out after {job_type.timeout_seconds:g}s"
             else:
-                error = _error_text(exc)
+                error = _error_text(exc, task)
             if task.attempts >= task.max_attempts:
                 if job_type.crash_safe:
                     await self._park(task, "attempts", {"error": error})
@@ -248,12 +249,13 @@ class TaskExecutor:
     async def _defer(self, task: Task, exc: Defer) -> Outcome:
         """Back to `retrying` after `exc.seconds`, this run not counted as an attempt."""
         p = task.priority.value
-        deferred = await self.lifecycle.defer(task, str(exc), exc.seconds)
+        reason = redact_text(str(exc), task.payload, task.redact)
+        deferred = await self.lifecycle.defer(task, reason, exc.seconds)
         outcome = "deferred" if deferred is not None else "dropped"
         JOBS.labels(priority=p, type=task.type, outcome=outcome).inc()
         log_event(
             log, logging.INFO, "job deferred", task_id=task.id, type=task.type, priority=p,
-            wait_s=round(exc.seconds, 3), reason=str(exc),
+            wait_s=round(exc.seconds, 3), reason=reason,
         )  # fmt: skip
         return RetryIn(exc.seconds) if deferred is not None else Ack()
 
@@ -329,9 +331,10 @@ class TaskExecutor:
         return returned is not None
 
 
-def _error_text(exc: BaseException) -> str:
+def _error_text(exc: BaseException, task: Task) -> str:
+    """The failure as stored and logged, without the task's declared personal data."""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:MAX_ERROR_LENGTH]
+    return redact_text(text, task.payload, task.redact)[:MAX_ERROR_LENGTH]
 
 
 def _json_value(value: Any) -> Any:
