@@ -13,10 +13,10 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from relayq.core.clients import mongo_for
 from relayq.core.jobs import JobContext, JobType, RateLimit
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
-from relayq.core.clients import mongo_for
 
 _effects: Any = None
 
