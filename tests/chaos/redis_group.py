@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
@@ -76,7 +77,7 @@ class RedisGroup:
             "--tls-auth-clients", "no", "--tls-replication", "yes",
         )  # fmt: skip
 
-    def _client_tls(self) -> dict[str, object]:
+    def _client_tls(self) -> dict[str, Any]:
         if self.tls is None:
             return {}
         return {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)}
@@ -92,13 +93,13 @@ class RedisGroup:
     def _sentinel(self, server: LocalServer) -> SyncRedis:
         return SyncRedis(
             port=server.port, password=self.sentinel_password, decode_responses=True,
-            socket_timeout=2, **self._client_tls(),  # type: ignore[arg-type]
+            socket_timeout=2, **self._client_tls(),
         )  # fmt: skip
 
     def data_client(self, port: int) -> SyncRedis:
         return SyncRedis(
             port=port, password=self.password, decode_responses=True, socket_timeout=2,
-            **self._client_tls(),  # type: ignore[arg-type]
+            **self._client_tls(),
         )  # fmt: skip
 
     def master_port(self) -> int:

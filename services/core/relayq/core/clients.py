@@ -174,7 +174,10 @@ def redis_database(url: str) -> int:
 
 
 def mongo_for(settings: Settings, timeout_seconds: float = 5.0) -> AsyncMongoClient[dict[str, Any]]:
-    """The MongoDB client of every process: the URL, its bounds and its TLS settings."""
+    """The MongoDB client of every process: the URL, its bounds and its TLS settings.
+
+    `timeout_seconds` bounds server selection and connecting; each operation
+    is bounded by RELAYQ_MONGO_TIMEOUT_SECONDS."""
     return connect_mongo(
         settings.mongo_url,
         timeout_seconds,
