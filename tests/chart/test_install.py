@@ -379,6 +379,8 @@ def test_generated_tls_certificates_survive_an_upgrade(cluster: Cluster) -> None
         secrets, checksums = state()
         assert set(checksums) == {"checksum/redis-tls", "checksum/mongodb-tls"}
         assert all("BEGIN CERTIFICATE" in s["ca.crt"] for s in secrets.values())
+        notes = cluster.helm("get", "notes", RELEASE, "--namespace", namespace)
+        assert notes.count(", TLS only") == 2, notes
         cluster.helm(
             "upgrade", RELEASE, str(CHART), "--namespace", namespace,
             *value_args(values, {**sets, "api.rateLimitPerSecond": "123"}),
