@@ -25,6 +25,8 @@ from relayq.operator.queue_reading import RedisPools, read_queue
 from tests.chaos.redis_group import RedisGroup
 from tests.kube.pki import ClusterPki, make_pki
 
+pytestmark = pytest.mark.slow
+
 PASSWORD = "tls-group-password"
 
 
