@@ -1,7 +1,8 @@
 """The operator process as the chart runs it: its arguments and environment, its
 RBAC rules, its Redis Secret and WorkerAutoscalers, against Sentinels that
-require the chart's password (and, with redis.tls.enabled, serve TLS only) (KWOK runs no containers, so the chart install
-test cannot show that autoscaling works)."""
+require the chart's password and, with redis.tls.enabled, serve TLS only
+(KWOK runs no containers, so the chart install test cannot show that
+autoscaling works)."""
 
 from __future__ import annotations
 
