@@ -13,10 +13,10 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from relayq.core.clients import mongo_for
 from relayq.core.jobs import JobContext, JobType, NeedsReview, PermanentError, RateLimit
 from relayq.core.priorities import Priority
 from relayq.core.settings import Settings
-from relayq.core.store import connect_mongo
 
 _effects: Any = None
 
@@ -24,7 +24,7 @@ _effects: Any = None
 def configure(settings: Settings) -> None:
     """Record effects in `settings`' database (tests running workers in-process)."""
     global _effects
-    _effects = connect_mongo(settings.mongo_url)[settings.mongo_database]["effects"]
+    _effects = mongo_for(settings)[settings.mongo_database]["effects"]
 
 
 def _collection() -> Any:

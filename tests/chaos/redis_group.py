@@ -9,11 +9,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
-from relayq.dev.servers import LocalServer, redis_server, replica_server, sentinel_server
+from relayq.dev.servers import (
+    LocalServer,
+    free_port,
+    redis_server,
+    replica_server,
+    sentinel_server,
+)
+from tests.kube.pki import ClusterPki
 
 MASTER_NAME = "mymaster"
 
@@ -26,26 +34,53 @@ class RedisGroup:
     password: str | None = None
     sentinel_password: str | None = None
     master_name: str = MASTER_NAME
+    tls: ClusterPki | None = None
     servers: list[LocalServer] = field(default_factory=list)
     sentinels: list[LocalServer] = field(default_factory=list)
 
     def start(self, timeout: float = 30.0) -> RedisGroup:
         auth = ("--requirepass", self.password, "--masterauth", self.password)
-        master = redis_server(self.workdir / "redis-a", None, *(auth if self.password else ()))
+        port = free_port()
+        master = redis_server(
+            self.workdir / "redis-a", port, *(auth if self.password else ()), *self._tls_args(port)
+        )
         self.servers.append(master.start())
-        replica = replica_server(self.workdir / "redis-b", master.port, password=self.password)
+        port = free_port()
+        replica = replica_server(
+            self.workdir / "redis-b", master.port, port, self.password, *self._tls_args(port)
+        )
         self.servers.append(replica.start())
         for i in range(3):
+            port = free_port()
             s = sentinel_server(
                 self.workdir / f"sentinel-{i}",
                 master.port,
+                port,
                 master_name=self.master_name,
                 master_password=self.password,
                 password=self.sentinel_password,
+                extra_lines=[" ".join(pair) for pair in _pairs(self._tls_args(port))],
             )
             self.sentinels.append(s.start())
         self.wait_ready(timeout)
         return self
+
+    def _tls_args(self, port: int) -> tuple[str, ...]:
+        """TLS on `port` and no plain port; replication (and Sentinel's links) over TLS."""
+        if self.tls is None:
+            return ()
+        return (
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cert-file", str(self.tls.serving_cert),
+            "--tls-key-file", str(self.tls.serving_key),
+            "--tls-ca-cert-file", str(self.tls.ca_cert),
+            "--tls-auth-clients", "no", "--tls-replication", "yes",
+        )  # fmt: skip
+
+    def _client_tls(self) -> dict[str, Any]:
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)}
 
     @property
     def addresses(self) -> tuple[tuple[str, int], ...]:
@@ -58,11 +93,14 @@ class RedisGroup:
     def _sentinel(self, server: LocalServer) -> SyncRedis:
         return SyncRedis(
             port=server.port, password=self.sentinel_password, decode_responses=True,
-            socket_timeout=2,
+            socket_timeout=2, **self._client_tls(),
         )  # fmt: skip
 
     def data_client(self, port: int) -> SyncRedis:
-        return SyncRedis(port=port, password=self.password, decode_responses=True, socket_timeout=2)
+        return SyncRedis(
+            port=port, password=self.password, decode_responses=True, socket_timeout=2,
+            **self._client_tls(),
+        )  # fmt: skip
 
     def master_port(self) -> int:
         """The master's port as a running Sentinel reports it."""
@@ -146,3 +184,8 @@ class RedisGroup:
     def stop(self) -> None:
         for s in [*self.sentinels, *self.servers]:
             s.stop()
+
+
+def _pairs(args: tuple[str, ...]) -> list[tuple[str, str]]:
+    """`--name value` command-line pairs as (name, value), for a configuration file."""
+    return [(args[i].removeprefix("--"), args[i + 1]) for i in range(0, len(args), 2)]

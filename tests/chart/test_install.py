@@ -351,3 +351,40 @@ def test_other_setups_install_and_uninstall_cleanly(cluster: Cluster, values: Pa
     finally:
         cluster.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", WAIT)
     _until(lambda: not cluster.release_objects(namespace), 60, "the release's objects to go")
+
+
+def test_generated_tls_certificates_survive_an_upgrade(cluster: Cluster) -> None:
+    # Each `helm template` draws a new CA (tests/chart/test_datastore_tls.py);
+    # installed, the chart reads its certificates back, so an upgrade keeps
+    # them and rolls nothing for their sake.
+    namespace = "relayq-tls"
+    values = [next(p for p in CI_VALUES if p.name.startswith("06-"))]
+    sets = {"redis.persistence.enabled": "false", "mongodb.persistence.enabled": "false"}
+    names = [f"{RELEASE}-redis-tls", f"{RELEASE}-mongodb-tls"]
+    cluster.create_namespace(namespace)
+
+    def state() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+        secrets = {}
+        for name in names:
+            data = cluster.core.read_namespaced_secret(name, namespace).data or {}
+            secrets[name] = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        api = cluster.apps.read_namespaced_deployment(f"{RELEASE}-api", namespace)
+        notes = api.spec.template.metadata.annotations or {}
+        return secrets, {k: v for k, v in notes.items() if k.endswith("-tls")}
+
+    cluster.helm(
+        "install", RELEASE, str(CHART), "--namespace", namespace, *value_args(values, sets)
+    )
+    try:
+        secrets, checksums = state()
+        assert set(checksums) == {"checksum/redis-tls", "checksum/mongodb-tls"}
+        assert all("BEGIN CERTIFICATE" in s["ca.crt"] for s in secrets.values())
+        notes = cluster.helm("get", "notes", RELEASE, "--namespace", namespace)
+        assert notes.count(", TLS only") == 2, notes
+        cluster.helm(
+            "upgrade", RELEASE, str(CHART), "--namespace", namespace,
+            *value_args(values, {**sets, "api.rateLimitPerSecond": "123"}),
+        )  # fmt: skip
+        assert state() == (secrets, checksums)
+    finally:
+        cluster.helm("uninstall", RELEASE, "--namespace", namespace, "--wait", "--timeout", WAIT)

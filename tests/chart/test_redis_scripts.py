@@ -8,6 +8,7 @@ cluster. The scripts are taken from the rendered ConfigMap, not copied.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,13 +17,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from redis import Redis
 from redis.exceptions import ReadOnlyError, RedisError
 
+from relayq.core.clients import redis_for
+from relayq.core.ids import new_task_id
+from relayq.core.keys import Keys
+from relayq.core.priorities import Priority
+from relayq.core.queue import Message, Queue
+from relayq.core.settings import Settings
 from relayq.dev.servers import free_port
 from tests.chart.render import RELEASE, template
+from tests.kube.pki import issue_certificate, make_pki
 
 PASSWORD = "s3cret-Pass"
 MASTER_NAME = "relayq"
@@ -53,6 +62,8 @@ class Topology:
     sentinel_port: int
     scripts: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # With TLS: TLS_DIR for the scripts, and the CA for this test's clients.
+    tls_dir: Path | None = None
 
     def env(self, host: str, **extra: str) -> dict[str, str]:
         data = self.workdir / host
@@ -76,6 +87,8 @@ class Topology:
             "DOWN_AFTER_MS": "1000",
             "FAILOVER_TIMEOUT_MS": "5000",
         }
+        if self.tls_dir is not None:
+            env["TLS_DIR"] = str(self.tls_dir)
         env.update(extra)
         return env
 
@@ -83,8 +96,9 @@ class Topology:
         # Written once: sh reads a script as it runs, so rewriting it under a
         # running shell would corrupt that shell's view of it.
         path = self.workdir / script
-        if not path.exists():
-            path.write_text(self.scripts[script])
+        for name, text in self.scripts.items():  # redis.sh and sentinel.sh source tls.sh
+            if not (self.workdir / name).exists():
+                (self.workdir / name).write_text(text)
         log = (self.workdir / f"{host}.log").open("ab")
         self.processes[host] = subprocess.Popen(
             ["/bin/sh", str(path)], env=self.env(host), stdout=log, stderr=subprocess.STDOUT
@@ -105,11 +119,16 @@ class Topology:
                 process.kill()
                 process.wait(10)
 
+    def _tls(self) -> dict[str, Any]:
+        if self.tls_dir is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": str(self.tls_dir / "ca.crt")}
+
     def redis(self, host: str) -> Redis:
-        return Redis(host, self.redis_port, password=PASSWORD, socket_timeout=2)
+        return Redis(host, self.redis_port, password=PASSWORD, socket_timeout=2, **self._tls())
 
     def sentinel(self, host: str) -> Redis:
-        return Redis(host, self.sentinel_port, password=PASSWORD, socket_timeout=2)
+        return Redis(host, self.sentinel_port, password=PASSWORD, socket_timeout=2, **self._tls())
 
     def master_seen_by_sentinels(self) -> str | None:
         """The master all three Sentinels agree on, if they do."""
@@ -242,3 +261,84 @@ def test_a_restarted_old_master_rejoins_as_a_replica_after_failover(topology: To
     assert f"master {new}" in topology.log(old)
     assert topology.redis(old).get("probe") == b"1", "acknowledged data survived the failover"
     topology.wait(lambda: _role(topology, new)["connected_slaves"] == 2, 20, "two replicas again")
+
+
+# -- TLS (redis.tls.enabled) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_topology(tmp_path_factory: pytest.TempPathFactory, helm_home: Path) -> Iterator[Topology]:
+    """The TLS scripts, with a certificate naming every node and Sentinel address."""
+    render = template(helm_home, sets={"redis.tls.enabled": "true"})
+    scripts = render.get("ConfigMap", f"{RELEASE}-redis-scripts")
+    assert scripts is not None
+    workdir = tmp_path_factory.mktemp("sentinel-tls")
+    pki = make_pki(workdir / "pki", "10.0.0.1")
+    cert, key = issue_certificate(
+        pki.ca_cert.parent, "redis", usage="serverAuth,clientAuth",
+        sans=tuple(f"IP:{h}" for h in [*NODES, *SENTINELS]),
+    )  # fmt: skip
+    tls_dir = workdir / "tls"  # the chart mounts the Secret's keys under these names
+    tls_dir.mkdir()
+    for name, source in (("tls.crt", cert), ("tls.key", key), ("ca.crt", pki.ca_cert)):
+        shutil.copy(source, tls_dir / name)
+    topo = Topology(
+        workdir, _port_free_on(NODES), _port_free_on(SENTINELS), scripts["data"], tls_dir=tls_dir
+    )
+    yield topo
+    topo.stop_all()
+
+
+async def test_with_tls_the_group_forms_and_relayq_dispatches_through_it(
+    tls_topology: Topology,
+) -> None:
+    topo = tls_topology
+    for host in NODES:
+        topo.start("redis.sh", host)
+    for host in SENTINELS:
+        topo.start("sentinel.sh", host)
+    master = NODES[0]
+    # Replication over TLS: the replicas reached the master on its TLS port.
+    topo.wait(lambda: _role(topo, master)["connected_slaves"] == 2, 40, "two replicas over TLS")
+    topo.wait(lambda: _role(topo, master)["min_slaves_good_slaves"] >= 1, 10, "a good replica")
+    assert topo.wait(topo.master_seen_by_sentinels, 20, "the Sentinels to agree") == master
+
+    def quorum_over_tls() -> bool:
+        # Sentinels find each other through the master and talk over TLS.
+        for host in SENTINELS:
+            state = topo.sentinel(host).execute_command("SENTINEL", "MASTER", MASTER_NAME)
+            fields = dict(zip(state[::2], state[1::2], strict=True))
+            if int(fields[b"num-other-sentinels"]) != 2:
+                return False
+        return True
+
+    topo.wait(quorum_over_tls, 30, "each Sentinel to see the two others")
+    # No plain port: a client without TLS gets nowhere.
+    with pytest.raises(RedisError):
+        Redis(master, topo.redis_port, password=PASSWORD, socket_timeout=2).ping()
+    with pytest.raises(RedisError):
+        Redis(SENTINELS[0], topo.sentinel_port, password=PASSWORD, socket_timeout=2).ping()
+
+    # relayq as the chart configures it: a rediss:// URL with the CA and hostname
+    # checking, the Sentinels' addresses, the password.
+    assert topo.tls_dir is not None
+    ca = quote(str(topo.tls_dir / "ca.crt"))
+    settings = Settings.from_env(
+        {
+            "RELAYQ_REDIS_URL": f"rediss://:{PASSWORD}@{master}:{topo.redis_port}/0"
+            f"?ssl_ca_certs={ca}&ssl_check_hostname=true",
+            "RELAYQ_REDIS_SENTINELS": ",".join(f"{s}:{topo.sentinel_port}" for s in SENTINELS),
+            "RELAYQ_REDIS_SENTINEL_MASTER": MASTER_NAME,
+            "RELAYQ_REDIS_PASSWORD": PASSWORD,
+            "RELAYQ_REDIS_SENTINEL_PASSWORD": PASSWORD,
+        }
+    )
+    redis = redis_for(settings)
+    try:
+        queue = Queue(redis, Keys("tls"))
+        task_id = new_task_id()
+        await queue.enqueue(Priority.HIGH, Message(task_id, "noop"))
+        claim = await queue.claim(Priority.HIGH, "w1", 1)
+        assert [d.message.task_id for d in claim.deliveries] == [task_id]
+    finally:
+        await redis.aclose()

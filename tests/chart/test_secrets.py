@@ -126,7 +126,14 @@ def test_every_pod_reading_a_secret_carries_its_checksum(ci_render: Render) -> N
         values["relayer"]["signer"]["existingTokenSecret"] or f"{RELEASE}-signer-token": (
             "checksum/signer"
         ),
+        values["redis"]["tls"]["existingSecret"] or f"{RELEASE}-redis-tls": "checksum/redis-tls",
+        values["mongodb"]["tls"]["existingSecret"] or f"{RELEASE}-mongodb-tls": (
+            "checksum/mongodb-tls"
+        ),
     }
+    for external in ("redis", "mongodb"):
+        if values[external]["external"].get("tls", {}).get("caSecret"):
+            annotation[values[external]["external"]["tls"]["caSecret"]] = f"checksum/{external}-tls"
     for obj, pod in ci_render.workloads():
         if obj["kind"] == "Job":
             continue  # the MongoDB init Job is named after a hash of its spec and runs once

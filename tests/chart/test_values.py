@@ -417,9 +417,8 @@ def test_external_redis_tls_mounts_the_ca_in_every_relayq_pod(helm_home: Path) -
 @pytest.mark.parametrize(
     ("change", "complaint"),
     [
-        ({"redis.external.sentinels[0]": "s1.example:26379"}, "TLS through Sentinel"),
         ({"redis.external.url": "redis://redis.example:6379/0"}, "must be rediss://"),
-        ({"redis.enabled": "true"}, "in-cluster Redis serves without TLS"),
+        ({"redis.enabled": "true"}, "for the in-cluster Redis set redis.tls.enabled"),
     ],
 )
 def test_external_redis_tls_refuses_what_it_cannot_do(

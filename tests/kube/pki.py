@@ -89,3 +89,35 @@ def make_pki(directory: Path, service_ip: str) -> ClusterPki:
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
     )
+
+
+def issue_certificate(
+    directory: Path, name: str, *, usage: str, sans: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """A certificate for `name` (`usage`: serverAuth or clientAuth, SANs as
+    openssl writes them, e.g. `DNS:db.example`), signed by the CA `make_pki`
+    wrote in `directory`; returns its certificate and key files."""
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    extensions = ["-addext", f"extendedKeyUsage={usage}"]
+    if sans:
+        extensions += ["-addext", f"subjectAltName={','.join(sans)}"]
+    _openssl(
+        "req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+        "-subj", f"/CN={name}", *extensions,
+        cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "7", "-copy_extensions", "copy", "-out", f"{name}.crt",
+        cwd=directory,
+    )  # fmt: skip
+    return directory / f"{name}.crt", directory / f"{name}.key"
+
+
+def make_client_certificate(directory: Path, name: str) -> Path:
+    """A client certificate for `name` signed by the CA in `directory`, as one
+    PEM file holding the certificate and its key (PyMongo's tlsCertificateKeyFile)."""
+    cert, key = issue_certificate(directory, name, usage="clientAuth")
+    combined = directory / f"{name}.pem"
+    combined.write_text(cert.read_text() + key.read_text())
+    return combined

@@ -1,7 +1,8 @@
 """The operator process as the chart runs it: its arguments and environment, its
 RBAC rules, its Redis Secret and WorkerAutoscalers, against Sentinels that
-require the chart's password (KWOK runs no containers, so the chart install
-test cannot show that autoscaling works)."""
+require the chart's password and, with redis.tls.enabled, serve TLS only
+(KWOK runs no containers, so the chart install test cannot show that
+autoscaling works)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from relayq.dev.servers import REPO_ROOT, free_port, stop_process
 from tests.chaos.redis_group import RedisGroup
 from tests.chart.render import RELEASE, Render, template
 from tests.kube.cluster import KubeCluster
+from tests.kube.pki import ClusterPki, make_pki
 from tests.operator.kubeobjects import (
     GROUP,
     OPERATOR_SA,
@@ -36,12 +38,19 @@ pytestmark = pytest.mark.slow
 OPERATOR_BIN = Path(sys.executable).parent / "relayq-operator"
 
 
+@pytest.fixture(params=[False, True], ids=["plain", "tls"])
+def tls(request: pytest.FixtureRequest, tmp_path: Path) -> ClusterPki | None:
+    """None, or the CA and certificate of a TLS-only group (redis.tls.enabled)."""
+    return make_pki(tmp_path / "pki", "10.0.0.1") if request.param else None
+
+
 @pytest.fixture
-def chart(tmp_path: Path, namespace: str) -> Render:
+def chart(tmp_path: Path, namespace: str, tls: ClusterPki | None) -> Render:
     """The default values, released into the test's namespace."""
     return template(
         tmp_path / "helm",
         [REPO_ROOT / "deploy/helm/relayq/ci/01-default-values.yaml"],
+        sets={"redis.tls.enabled": "true"} if tls else None,
         extra=["--namespace", namespace],
     )
 
@@ -51,7 +60,7 @@ def secret_values(secret: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.fixture
-def sentinels(tmp_path: Path, chart: Render) -> Iterator[RedisGroup]:
+def sentinels(tmp_path: Path, chart: Render, tls: ClusterPki | None) -> Iterator[RedisGroup]:
     """A master, a replica and three Sentinels with the chart's password and master name."""
     redis_secret = chart.get("Secret", f"{RELEASE}-redis")
     assert redis_secret is not None
@@ -62,9 +71,18 @@ def sentinels(tmp_path: Path, chart: Render) -> Iterator[RedisGroup]:
         # The chart's Sentinels require the Redis password too (sentinel.sh: requirepass).
         sentinel_password=password,
         master_name=chart.values["redis"]["sentinel"]["masterName"],
+        tls=tls,
     ).start()
     yield group
     group.stop()
+
+
+def operator_mount(chart: Render, volume: str) -> str:
+    deployment = chart.get("Deployment", f"{RELEASE}-operator")
+    assert deployment is not None
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume]
+    return str(mount["mountPath"])
 
 
 def operator_command(chart: Render, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
@@ -99,6 +117,12 @@ def test_operator_with_the_chart_settings_reaches_sentinels_with_passwords(
     assert redis_secret is not None
     data = secret_values(redis_secret)
     data["sentinels"] = sentinels.sentinels_env
+    if sentinels.tls is not None:
+        # With TLS the URL names the CA where the chart mounts it in the
+        # operator's pod; here that file is the test CA.
+        mount = operator_mount(chart, "redis-tls")
+        assert f"ssl_ca_certs={mount}/ca.crt" in data["redis-url"]
+        data["redis-url"] = data["redis-url"].replace(f"{mount}/ca.crt", str(sentinels.tls.ca_cert))
     core.create_namespaced_secret(
         namespace,
         {"metadata": {"name": redis_secret["metadata"]["name"]}, "stringData": data},

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,28 @@ def test_key_prefix_with_braces_or_empty_is_rejected_naming_the_variable(prefix:
 
 def test_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
+
+
+def test_mongo_tls_files_are_read_when_they_exist(tmp_path: Path) -> None:
+    ca, pem = tmp_path / "ca.crt", tmp_path / "client.pem"
+    ca.write_text("ca")
+    pem.write_text("cert and key")
+    settings = Settings.from_env(
+        {"RELAYQ_MONGO_TLS_CA_FILE": str(ca), "RELAYQ_MONGO_TLS_CERTIFICATE_KEY_FILE": str(pem)}
+    )
+    assert settings.mongo_tls_ca_file == str(ca)
+    assert settings.mongo_tls_certificate_key_file == str(pem)
+    unset = Settings.from_env({"RELAYQ_MONGO_TLS_CA_FILE": ""})
+    assert unset.mongo_tls_ca_file is None and unset.mongo_tls_certificate_key_file is None
+
+
+@pytest.mark.parametrize(
+    "name", ["RELAYQ_MONGO_TLS_CA_FILE", "RELAYQ_MONGO_TLS_CERTIFICATE_KEY_FILE"]
+)
+def test_a_missing_mongo_tls_file_is_rejected_naming_the_variable(
+    name: str, tmp_path: Path
+) -> None:
+    with pytest.raises(SettingsError, match=f"{name}=.*not a readable file"):
+        Settings.from_env({name: str(tmp_path / "absent.pem")})
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: str(tmp_path)})  # a directory is no file either

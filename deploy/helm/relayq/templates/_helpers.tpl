@@ -213,6 +213,7 @@ securityContext:
       name: {{ $mongo }}
       key: {{ if .Values.mongodb.external.existingSecret }}{{ .Values.mongodb.external.existingSecretKey }}{{ else }}mongodb-url{{ end }}
 {{- end }}
+{{- include "relayq.mongodbTlsEnv" . }}
 {{- end }}
 
 {{/* Chain settings of the relayer (api and workers). */}}
@@ -273,6 +274,7 @@ checksum/config: {{ include (print .Template.BasePath "/config.yaml") . | sha256
 checksum/auth: {{ include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.authSecretName" .) "template" "/auth-secret.yaml" "existing" .Values.auth.existingSecret) | sha256sum }}
 checksum/redis: {{ include "relayq.redisSecretChecksum" . }}
 checksum/mongodb: {{ include "relayq.mongodbSecretChecksum" . }}
+{{- include "relayq.datastoreTlsChecksums" . }}
 {{- if .Values.relayer.enabled }}
 checksum/relayer: {{ printf "%s%s" (include (print .Template.BasePath "/relayer.yaml") .) (include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.relayerSecretName" .) "template" "" "existing" .Values.relayer.keypair.existingSecret)) | sha256sum }}
 checksum/signer: {{ include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.signerTokenSecretName" .) "template" "/signer/token-secret.yaml" "existing" .Values.relayer.signer.existingTokenSecret) | sha256sum }}
@@ -336,6 +338,10 @@ containers:
           secretKeyRef: {name: {{ $secret }}, key: mongodb-password}
       - name: HOME
         value: /tmp
+      {{- if .Values.mongodb.tls.enabled }}
+      - name: TLS_CA_FILE
+        value: /tls/ca.crt
+      {{- end }}
     securityContext:
       allowPrivilegeEscalation: false
       readOnlyRootFilesystem: true
@@ -347,10 +353,21 @@ containers:
     volumeMounts:
       - {name: scripts, mountPath: /scripts, readOnly: true}
       - {name: tmp, mountPath: /tmp}
+      {{- if .Values.mongodb.tls.enabled }}
+      - {name: tls, mountPath: /tls, readOnly: true}
+      {{- end }}
 volumes:
   - name: scripts
     configMap:
       name: {{ $name }}-init
+  {{- if .Values.mongodb.tls.enabled }}
+  - name: tls
+    secret:
+      secretName: {{ include "relayq.mongodbTlsServerSecretName" . }}
+      defaultMode: 0444
+      items:
+        - {key: ca.crt, path: ca.crt}
+  {{- end }}
   - name: tmp
     emptyDir:
       sizeLimit: 64Mi
@@ -365,23 +382,184 @@ volumes:
 {{ toYaml $ports }}
 {{- end }}
 
-{{/* TLS to an external Redis: the CA certificate, mounted where the rediss:// URL's ssl_ca_certs points. */}}
+{{/*
+TLS to the datastores. In the cluster (redis.tls.enabled, mongodb.tls.enabled)
+the servers listen on TLS only and clients trust the CA of the TLS Secret; to
+an external one, clients trust the CA Secret given (redis.external.tls,
+mongodb.external.tls). Clients mount only the CA (and their own certificate,
+if any), never a server's key.
+*/}}
+{{- define "relayq.redisTls" -}}
+{{- if .Values.redis.enabled }}{{ if .Values.redis.tls.enabled }}true{{ end }}{{ else if .Values.redis.external.tls.caSecret }}true{{ end }}
+{{- end }}
+
+{{- define "relayq.mongodbTls" -}}
+{{- if .Values.mongodb.enabled }}{{ if .Values.mongodb.tls.enabled }}true{{ end }}{{ else if .Values.mongodb.external.tls.caSecret }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding the in-cluster servers' certificate, key and CA. */}}
+{{- define "relayq.redisTlsServerSecretName" -}}
+{{- .Values.redis.tls.existingSecret | default (printf "%s-tls" (include "relayq.redisName" .)) }}
+{{- end }}
+
+{{- define "relayq.mongodbTlsServerSecretName" -}}
+{{- .Values.mongodb.tls.existingSecret | default (printf "%s-tls" (include "relayq.mongodbName" .)) }}
+{{- end }}
+
+{{/* The Secret and key clients read the CA from. */}}
+{{- define "relayq.redisTlsCaSecretName" -}}
+{{- if .Values.redis.enabled }}{{ include "relayq.redisTlsServerSecretName" . }}{{ else }}{{ .Values.redis.external.tls.caSecret }}{{ end }}
+{{- end }}
+
+{{- define "relayq.redisTlsCaKey" -}}
+{{- if .Values.redis.enabled }}ca.crt{{ else }}{{ .Values.redis.external.tls.caKey }}{{ end }}
+{{- end }}
+
+{{- define "relayq.mongodbTlsCaSecretName" -}}
+{{- if .Values.mongodb.enabled }}{{ include "relayq.mongodbTlsServerSecretName" . }}{{ else }}{{ .Values.mongodb.external.tls.caSecret }}{{ end }}
+{{- end }}
+
+{{- define "relayq.mongodbTlsCaKey" -}}
+{{- if .Values.mongodb.enabled }}ca.crt{{ else }}{{ .Values.mongodb.external.tls.caKey }}{{ end }}
+{{- end }}
+
+{{/*
+A TLS Secret's data (ca.crt, tls.crt, tls.key), generated: the one already in
+the cluster when there is one (an upgrade keeps it), else a new CA and a
+certificate for `dns` valid `days`, drawn once per render so the Secret and
+the pods' checksums agree. `helm template` has no cluster: each run draws anew.
+(dict "ctx" $ "secret" name "cn" commonName "dns" (list ...) "days" n)
+*/}}
+{{- define "relayq.tlsSecretData" -}}
+{{- $existing := lookup "v1" "Secret" .ctx.Release.Namespace .secret -}}
+{{- $data := dict -}}
+{{- if and $existing (hasKey ($existing.data | default dict) "tls.key") -}}
+{{- $data = $existing.data -}}
+{{- else -}}
+{{- $generated := .ctx.Release.generatedSecrets | default dict -}}
+{{- $_ := set .ctx.Release "generatedSecrets" $generated -}}
+{{- $id := printf "%s/tls" .secret -}}
+{{- if not (hasKey $generated $id) -}}
+{{- $ca := genCA (printf "%s-ca" .cn) (int .days) -}}
+{{- $cert := genSignedCert .cn (list "127.0.0.1") .dns (int .days) $ca -}}
+{{- $_ := set $generated $id (dict "ca.crt" ($ca.Cert | b64enc) "tls.crt" ($cert.Cert | b64enc) "tls.key" ($cert.Key | b64enc)) -}}
+{{- end -}}
+{{- $data = get $generated $id -}}
+{{- end -}}
+ca.crt: {{ index $data "ca.crt" }}
+tls.crt: {{ index $data "tls.crt" }}
+tls.key: {{ index $data "tls.key" }}
+{{- end }}
+
+{{/* Names the in-cluster Redis and Sentinel certificate must hold. */}}
+{{- define "relayq.redisTlsNames" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list "localhost" -}}
+{{- range $name := list (include "relayq.redisName" .) (include "relayq.sentinelName" .) -}}
+{{- $names = concat $names (list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "*.%s-headless.%s.svc" $name $ns) (printf "*.%s-headless.%s.svc.cluster.local" $name $ns)) -}}
+{{- end -}}
+{{ toJson $names }}
+{{- end }}
+
+{{- define "relayq.mongodbTlsNames" -}}
+{{- $ns := .Release.Namespace -}}
+{{- $name := include "relayq.mongodbName" . -}}
+{{ toJson (list "localhost" (printf "*.%s-headless.%s.svc" $name $ns) (printf "*.%s-headless.%s.svc.cluster.local" $name $ns)) }}
+{{- end }}
+
+{{/* Checksums of the TLS Secrets a pod mounts: a new certificate or CA rolls it. */}}
+{{- define "relayq.redisTlsChecksum" -}}
+{{- $generated := and .Values.redis.enabled (not .Values.redis.tls.existingSecret) -}}
+{{- include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.redisTlsCaSecretName" .) "template" (ternary "/redis/tls-secret.yaml" "" $generated) "existing" (ternary "" (include "relayq.redisTlsCaSecretName" .) $generated)) | sha256sum -}}
+{{- end }}
+
+{{- define "relayq.mongodbTlsChecksum" -}}
+{{- $generated := and .Values.mongodb.enabled (not .Values.mongodb.tls.existingSecret) -}}
+{{- $content := include "relayq.secretContent" (dict "ctx" . "name" (include "relayq.mongodbTlsCaSecretName" .) "template" (ternary "/mongodb/tls-secret.yaml" "" $generated) "existing" (ternary "" (include "relayq.mongodbTlsCaSecretName" .) $generated)) -}}
+{{- with .Values.mongodb.external.tls.clientSecret }}{{ if not $.Values.mongodb.enabled }}
+{{- $content = print $content (include "relayq.secretContent" (dict "ctx" $ "name" . "template" "" "existing" .)) -}}
+{{- end }}{{ end -}}
+{{- $content | sha256sum -}}
+{{- end }}
+
+{{- define "relayq.datastoreTlsChecksums" -}}
+{{- if include "relayq.redisTls" . }}
+checksum/redis-tls: {{ include "relayq.redisTlsChecksum" . }}
+{{- end }}
+{{- if include "relayq.mongodbTls" . }}
+checksum/mongodb-tls: {{ include "relayq.mongodbTlsChecksum" . }}
+{{- end }}
+{{- end }}
+
+{{/* The CA of Redis, mounted where the rediss:// URL's ssl_ca_certs points. */}}
 {{- define "relayq.redisTlsVolumes" -}}
-{{- $tls := .Values.redis.external.tls }}
-{{- if and (not .Values.redis.enabled) $tls.caSecret }}
+{{- if include "relayq.redisTls" . }}
 - name: redis-tls
   secret:
-    secretName: {{ $tls.caSecret }}
+    secretName: {{ include "relayq.redisTlsCaSecretName" . }}
     defaultMode: 0444
     items:
-      - {key: {{ $tls.caKey }}, path: {{ $tls.caKey }}}
+      - {key: {{ include "relayq.redisTlsCaKey" . }}, path: {{ include "relayq.redisTlsCaKey" . }}}
 {{- end }}
 {{- end }}
 
 {{- define "relayq.redisTlsMounts" -}}
-{{- if and (not .Values.redis.enabled) .Values.redis.external.tls.caSecret }}
+{{- if include "relayq.redisTls" . }}
 - name: redis-tls
   mountPath: /etc/relayq/redis-tls
   readOnly: true
 {{- end }}
+{{- end }}
+
+{{/* The CA of MongoDB (RELAYQ_MONGO_TLS_CA_FILE) and, to an external one, a client certificate. */}}
+{{- define "relayq.mongodbTlsVolumes" -}}
+{{- if include "relayq.mongodbTls" . }}
+- name: mongodb-tls
+  secret:
+    secretName: {{ include "relayq.mongodbTlsCaSecretName" . }}
+    defaultMode: 0444
+    items:
+      - {key: {{ include "relayq.mongodbTlsCaKey" . }}, path: {{ include "relayq.mongodbTlsCaKey" . }}}
+{{- if and (not .Values.mongodb.enabled) .Values.mongodb.external.tls.clientSecret }}
+- name: mongodb-client-tls
+  secret:
+    secretName: {{ .Values.mongodb.external.tls.clientSecret }}
+    defaultMode: 0440
+    items:
+      - {key: {{ .Values.mongodb.external.tls.clientKey }}, path: {{ .Values.mongodb.external.tls.clientKey }}}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "relayq.mongodbTlsMounts" -}}
+{{- if include "relayq.mongodbTls" . }}
+- name: mongodb-tls
+  mountPath: /etc/relayq/mongodb-tls
+  readOnly: true
+{{- if and (not .Values.mongodb.enabled) .Values.mongodb.external.tls.clientSecret }}
+- name: mongodb-client-tls
+  mountPath: /etc/relayq/mongodb-client-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "relayq.mongodbTlsEnv" -}}
+{{- if include "relayq.mongodbTls" . }}
+- name: RELAYQ_MONGO_TLS_CA_FILE
+  value: /etc/relayq/mongodb-tls/{{ include "relayq.mongodbTlsCaKey" . }}
+{{- if and (not .Values.mongodb.enabled) .Values.mongodb.external.tls.clientSecret }}
+- name: RELAYQ_MONGO_TLS_CERTIFICATE_KEY_FILE
+  value: /etc/relayq/mongodb-client-tls/{{ .Values.mongodb.external.tls.clientKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Both datastores' TLS files, for the processes that open both. */}}
+{{- define "relayq.datastoreTlsVolumes" -}}
+{{- print (include "relayq.redisTlsVolumes" . | trim) "\n" (include "relayq.mongodbTlsVolumes" . | trim) | trim }}
+{{- end }}
+
+{{- define "relayq.datastoreTlsMounts" -}}
+{{- print (include "relayq.redisTlsMounts" . | trim) "\n" (include "relayq.mongodbTlsMounts" . | trim) | trim }}
 {{- end }}

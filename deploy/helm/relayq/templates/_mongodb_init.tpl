@@ -4,19 +4,25 @@ init.sh: |
   #!/bin/sh
   set -eu
   first="${MEMBERS%%,*}"
+  # With TLS_CA_FILE: TLS to every member, checking its certificate and name.
+  tls=""
+  if [ -n "${TLS_CA_FILE:-}" ]; then tls="--tls --tlsCAFile ${TLS_CA_FILE}"; fi
   # Wait for the first member, then initiate the set from it alone: the
   # others already hold the root user the entrypoint wrote, and a set can
   # only be initiated over members without data. rs.add() syncs them anew.
   # The root password never appears on a command line (any process on the
   # node can read those): each script authenticates from ROOT_PASSWORD in
   # its environment.
-  until mongosh --quiet "mongodb://${first}/admin?directConnection=true" \
+  # shellcheck disable=SC2086 # tls is a list of flags
+  until mongosh --quiet $tls "mongodb://${first}/admin?directConnection=true" \
       --eval 'db.auth("root", process.env.ROOT_PASSWORD); db.adminCommand({ping: 1}).ok' \
       >/dev/null 2>&1; do
     echo "waiting for ${first}"; sleep 2
   done
-  mongosh --quiet "mongodb://${first}/admin?directConnection=true" /scripts/initiate.js
-  mongosh --quiet "mongodb://${MEMBERS}/admin?replicaSet=${REPLICA_SET}" /scripts/members.js
+  # shellcheck disable=SC2086
+  mongosh --quiet $tls "mongodb://${first}/admin?directConnection=true" /scripts/initiate.js
+  # shellcheck disable=SC2086
+  mongosh --quiet $tls "mongodb://${MEMBERS}/admin?replicaSet=${REPLICA_SET}" /scripts/members.js
 initiate.js: |
   db.getSiblingDB("admin").auth("root", process.env.ROOT_PASSWORD);
   const hosts = process.env.MEMBERS.split(",");

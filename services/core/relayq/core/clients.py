@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlparse
 
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, ExponentialWithJitterBackoff
@@ -49,7 +52,8 @@ class RedisTarget:
     Secret).
 
     Attributes:
-        url: the Redis URL; with Sentinel only its database number is used.
+        url: the Redis URL; with Sentinel only its database number and, for a
+            `rediss://` URL, its TLS options are used (`redis_tls_options`).
         sentinels: (host, port) of each Sentinel, empty for a plain URL.
         master: the Sentinel master's name.
         password: the Redis password (a password in a plain URL takes precedence).
@@ -108,6 +112,7 @@ def connect_sentinel_master(
     """
     if not target.master:
         raise ValueError("a Sentinel target needs a master name")
+    tls = redis_tls_options(target.url)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
         sentinel_kwargs={
@@ -115,11 +120,13 @@ def connect_sentinel_master(
             "socket_connect_timeout": 2,
             "socket_timeout": 2,
             "decode_responses": True,
+            **tls,
         },
     )
     client: Redis = sentinel.master_for(
         target.master,
         db=redis_database(target.url),
+        **tls,
         password=target.password,
         decode_responses=True,
         socket_connect_timeout=min(2.0, socket_timeout),
@@ -128,6 +135,31 @@ def connect_sentinel_master(
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return client
+
+
+# The TLS options of a rediss:// URL (redis-py's names) that apply through Sentinel too.
+TLS_URL_OPTIONS = (
+    "ssl_ca_certs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+    "ssl_ciphers",
+)
+
+
+def redis_tls_options(url: str) -> dict[str, Any]:
+    """TLS keyword arguments for the Sentinels and the master they name.
+
+    A `rediss://` URL turns TLS on for both, with the URL's `ssl_*` options
+    (e.g. `?ssl_ca_certs=/etc/relayq/redis-tls/ca.crt&ssl_check_hostname=true`);
+    a `redis://` URL gives none. One URL thus describes the connection for
+    every process and for the operator, whose Secret holds the same URL.
+    """
+    if urlparse(url).scheme != "rediss":
+        return {}
+    parsed: dict[str, Any] = dict(parse_url(url))
+    return {"ssl": True, **{k: parsed[k] for k in TLS_URL_OPTIONS if k in parsed}}
 
 
 def redis_for(settings: Settings) -> Redis:
@@ -139,6 +171,20 @@ def redis_database(url: str) -> int:
     """The database number in a redis:// URL (its path), 0 when absent."""
     path = urlparse(url).path.strip("/")
     return int(path) if path.isdigit() else 0
+
+
+def mongo_for(settings: Settings, timeout_seconds: float = 5.0) -> AsyncMongoClient[dict[str, Any]]:
+    """The MongoDB client of every process: the URL, its bounds and its TLS settings.
+
+    `timeout_seconds` bounds server selection and connecting; each operation
+    is bounded by RELAYQ_MONGO_TIMEOUT_SECONDS."""
+    return connect_mongo(
+        settings.mongo_url,
+        timeout_seconds,
+        operation_seconds=settings.mongo_timeout_seconds,
+        tls_ca_file=settings.mongo_tls_ca_file,
+        tls_certificate_key_file=settings.mongo_tls_certificate_key_file,
+    )
 
 
 @dataclass
@@ -158,9 +204,7 @@ async def open_clients(
     settings: Settings, *, ensure_indexes: bool = True, mongo_timeout_seconds: float = 5.0
 ) -> AsyncIterator[Clients]:
     redis = redis_for(settings)
-    mongo = connect_mongo(
-        settings.mongo_url, mongo_timeout_seconds, operation_seconds=settings.mongo_timeout_seconds
-    )
+    mongo = mongo_for(settings, mongo_timeout_seconds)
     try:
         queue = Queue(redis, Keys(settings.key_prefix))
         store = TaskStore(

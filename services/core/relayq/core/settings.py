@@ -30,6 +30,10 @@ class Settings:
         key_prefix: first part of every Redis key (`RELAYQ_KEY_PREFIX`).
         mongo_url: MongoDB holding task records (`RELAYQ_MONGO_URL`).
         mongo_database: database name (`RELAYQ_MONGO_DATABASE`).
+        mongo_tls_ca_file: CA certificate (PEM) the MongoDB servers' certificates
+            must chain to; set, every connection uses TLS (`RELAYQ_MONGO_TLS_CA_FILE`).
+        mongo_tls_certificate_key_file: this client's certificate and key in one
+            PEM file, for servers that require one (`RELAYQ_MONGO_TLS_CERTIFICATE_KEY_FILE`).
         mongo_timeout_seconds: the bound of every MongoDB operation, retries included
             (`RELAYQ_MONGO_TIMEOUT_SECONDS`); index builds get longer.
         redis_timeout_seconds: the bound of every Redis read or write on a connection
@@ -56,6 +60,8 @@ class Settings:
     key_prefix: str = "relayq"
     mongo_url: str = "mongodb://127.0.0.1:27017/"
     mongo_database: str = "relayq"
+    mongo_tls_ca_file: str | None = None
+    mongo_tls_certificate_key_file: str | None = None
     mongo_timeout_seconds: float = 10.0
     redis_timeout_seconds: float = 10.0
     lease_seconds: float = 30.0
@@ -89,6 +95,10 @@ class Settings:
             key_prefix=env.get("RELAYQ_KEY_PREFIX", defaults.key_prefix),
             mongo_url=env.get("RELAYQ_MONGO_URL", defaults.mongo_url),
             mongo_database=env.get("RELAYQ_MONGO_DATABASE", defaults.mongo_database),
+            mongo_tls_ca_file=_readable_file(env, "RELAYQ_MONGO_TLS_CA_FILE"),
+            mongo_tls_certificate_key_file=_readable_file(
+                env, "RELAYQ_MONGO_TLS_CERTIFICATE_KEY_FILE"
+            ),
             mongo_timeout_seconds=number(
                 env, "RELAYQ_MONGO_TIMEOUT_SECONDS", defaults.mongo_timeout_seconds, 0.1
             ),
@@ -134,6 +144,19 @@ def parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
             )
         out.append((host, int(port)))
     return tuple(out)
+
+
+def _readable_file(env: Mapping[str, str], name: str) -> str | None:
+    """A path that names a readable file, or None when the variable is unset or empty.
+
+    Checked here so a wrong mount fails at start with the variable's name, not
+    at the first connection with an SSL error."""
+    path = env.get(name, "").strip()
+    if not path:
+        return None
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise SettingsError(f"{name}={path!r} is not a readable file")
+    return path
 
 
 def _class_from_env(env: Mapping[str, str], base: PriorityClass) -> PriorityClass:

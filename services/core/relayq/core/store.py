@@ -159,11 +159,27 @@ def payload_hash(type_: str, priority: Priority, payload: Mapping[str, Any]) -> 
 
 
 def connect_mongo(
-    url: str, timeout_seconds: float = 5.0, *, operation_seconds: float = 10.0
+    url: str,
+    timeout_seconds: float = 5.0,
+    *,
+    operation_seconds: float = 10.0,
+    tls_ca_file: str | None = None,
+    tls_certificate_key_file: str | None = None,
 ) -> AsyncMongoClient[dict[str, Any]]:
     """An async client with durable writes (WRITE_CONCERN), a short server-selection
     bound, and every operation bounded by `operation_seconds` (PyMongo's timeoutMS:
-    a server that accepts and never answers raises a PyMongoError, never hangs)."""
+    a server that accepts and never answers raises a PyMongoError, never hangs).
+
+    With `tls_ca_file` (or a client certificate) every connection uses TLS and
+    the servers' certificates must chain to that CA and name the host dialled;
+    without them the URL alone decides (`tls=true`, `mongodb+srv://`)."""
+    tls: dict[str, Any] = {}
+    if tls_ca_file or tls_certificate_key_file:
+        tls["tls"] = True
+    if tls_ca_file:
+        tls["tlsCAFile"] = tls_ca_file
+    if tls_certificate_key_file:
+        tls["tlsCertificateKeyFile"] = tls_certificate_key_file
     return AsyncMongoClient(
         url,
         tz_aware=True,
@@ -173,6 +189,7 @@ def connect_mongo(
         connectTimeoutMS=int(timeout_seconds * 1000),
         timeoutMS=int(operation_seconds * 1000),
         appname="relayq",
+        **tls,
     )
 
 

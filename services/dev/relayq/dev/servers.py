@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def redis_server(workdir: Path, port: int | None = None, *extra: str) -> LocalSe
 
 
 def mongo_server(
-    workdir: Path, port: int | None = None, *, sync_on_commit: bool = True
+    workdir: Path, port: int | None = None, *extra: str, sync_on_commit: bool = True
 ) -> LocalServer:
     """The local MongoDB: secantusd-rs, a MongoDB wire-protocol server on WiredTiger.
 
@@ -138,7 +139,8 @@ def mongo_server(
     it to both. The fsync per commit costs about 2.5x in guarded updates per
     second on this machine's disk; `sync_on_commit=False` (or
     RELAYQ_MONGO_SYNC_ON_COMMIT=0) trades that durability for speed, for
-    experiments only. Production runs a real MongoDB replica set.
+    experiments only. Production runs a real MongoDB replica set. `extra`
+    arguments follow the others (e.g. `--tls-cert-file`).
     """
     sync_on_commit = sync_on_commit and os.environ.get("RELAYQ_MONGO_SYNC_ON_COMMIT") != "0"
     port = port or free_port()
@@ -151,6 +153,7 @@ def mongo_server(
         "--cache-size", os.environ.get("RELAYQ_MONGO_CACHE_SIZE", "256M"),
         "--log-level", os.environ.get("RELAYQ_MONGO_LOG_LEVEL", "WARNING"),
         *(["--sync-on-commit"] if sync_on_commit else []),
+        *extra,
     ]  # fmt: skip
     return LocalServer("mongo", port, workdir, argv)
 
@@ -174,11 +177,17 @@ def devchain_server(state_dir: Path, port: int | None = None, **opts: object) ->
 
 
 def replica_server(
-    workdir: Path, master_port: int, port: int | None = None, password: str | None = None
+    workdir: Path,
+    master_port: int,
+    port: int | None = None,
+    password: str | None = None,
+    *extra: str,
 ) -> LocalServer:
     """A redis-server replicating the one on `master_port` (Sentinel may promote it)."""
     auth = ["--requirepass", password, "--masterauth", password] if password else []
-    server = redis_server(workdir, port, "--replicaof", "127.0.0.1", str(master_port), *auth)
+    server = redis_server(
+        workdir, port, "--replicaof", "127.0.0.1", str(master_port), *auth, *extra
+    )
     server.name = "replica"
     return server
 
@@ -194,11 +203,13 @@ def sentinel_server(
     failover_timeout_ms: int = 3000,
     master_password: str | None = None,
     password: str | None = None,
+    extra_lines: Sequence[str] = (),
 ) -> LocalServer:
     """A redis-sentinel watching the master on `master_port`, tuned to fail over in seconds.
 
     Sentinel rewrites its configuration file, so it lives in `workdir`. A second
     failover of the same master name waits twice `failover_timeout_ms`.
+    `extra_lines` end the configuration (a later directive wins, e.g. `port 0`).
     """
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +226,7 @@ def sentinel_server(
         lines.append(f"sentinel auth-pass {master_name} {master_password}")
     if password:
         lines.append(f"requirepass {password}")
+    lines.extend(extra_lines)
     config = workdir / "sentinel.conf"
     config.write_text("\n".join(lines) + "\n")
     return LocalServer("sentinel", port, workdir, [find_binary("redis-sentinel"), str(config)])
