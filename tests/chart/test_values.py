@@ -14,6 +14,7 @@ import yaml
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
+from relayq.relayer.allowlist import parse_swap_accounts
 from relayq.relayer.baskets import parse_baskets
 from tests.chart.render import CHART, CI_VALUES, RELEASE, HelmError, Render, template
 
@@ -349,6 +350,37 @@ def test_relayer_settings_reach_api_and_workers(helm_home: Path) -> None:
     container = signer["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["RELAYQ_RELAYER_KEYPAIR_FILE"] == "/etc/relayq/relayer/keypair.json"
+
+
+def test_declared_pools_reach_the_signer_api_and_workers_as_one_file(helm_home: Path) -> None:
+    path = next(p for p in CI_VALUES if "ingress" in p.name)
+    render = template(helm_home, [path])
+    baskets = render.get("ConfigMap", f"{RELEASE}-baskets")
+    assert baskets is not None
+    document = json.loads(baskets["data"]["pools.json"])
+    assert document == {"programs": yaml.safe_load(path.read_text())["relayer"]["swapPools"]}
+    # The allow-list's own loader accepts what the chart writes.
+    assert len(parse_swap_accounts(document)) == 2
+    for name in ("api", "worker-critical", "signer"):
+        deployment = render.get("Deployment", f"{RELEASE}-{name}")
+        assert deployment is not None
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["RELAYQ_SWAP_POOLS_FILE"] == "/etc/relayq/baskets/pools.json", name
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert "/etc/relayq/baskets" in mounts, name
+
+
+def test_without_declared_pools_no_pools_file_is_set(helm_home: Path) -> None:
+    path = next(p for p in CI_VALUES if "ingress" in p.name)
+    render = template(helm_home, [path], sets={"relayer.swapPools": "null"})
+    baskets = render.get("ConfigMap", f"{RELEASE}-baskets")
+    assert baskets is not None and "pools.json" not in baskets["data"]
+    for name in ("api", "signer"):
+        deployment = render.get("Deployment", f"{RELEASE}-{name}")
+        assert deployment is not None
+        env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "RELAYQ_SWAP_POOLS_FILE" not in env, name
 
 
 def test_a_config_change_changes_the_pod_template_checksum(helm_home: Path) -> None:

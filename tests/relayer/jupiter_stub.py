@@ -8,7 +8,9 @@ relayer and mint it is asked about.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,12 @@ JUPITER_V6 = Pubkey.from_string("JUP6LkbZbjS1jKKwapdHNy74zcZ3tLUZoi5QNyVTaV4")
 EVENT_AUTHORITY = Pubkey.from_string("D8cy77BBepLMngZx6ZukaTff5hCt1HrWyKk3Hnd9oitf")
 ROUTE_DISCRIMINATOR = bytes.fromhex("e517cb977ae3ad2a")
 OUTSIDER = Keypair().pubkey()
+# The AMM the honest route goes through: its program, its fixed authority, one pool
+# and the pool's two vaults. Jupiter names each hop's accounts after its own.
+AMM = Keypair().pubkey()
+AMM_AUTHORITY = Keypair().pubkey()
+POOL = Keypair().pubkey()
+POOL_VAULTS = (Keypair().pubkey(), Keypair().pubkey())
 
 Quote = dict[str, Any]
 Found = dict[str, Any]
@@ -48,14 +56,51 @@ def ix_json(ix: Instruction) -> dict[str, Any]:
     }
 
 
+def pool_hop(
+    pool: Pubkey = POOL, vaults: tuple[Pubkey, ...] = POOL_VAULTS, authority_writable: bool = False
+) -> list[AccountMeta]:
+    """The accounts of one hop through `AMM`: its program, authority, pool and vaults."""
+    return [
+        AccountMeta(AMM, False, False),
+        AccountMeta(AMM_AUTHORITY, False, authority_writable),
+        AccountMeta(pool, False, True),
+        *(AccountMeta(v, False, True) for v in vaults),
+    ]
+
+
+def declared_pools() -> dict[str, Any]:
+    """The pools file declaring what the honest route names (`RELAYQ_SWAP_POOLS_FILE`)."""
+    return {
+        "programs": [
+            {"program": str(JUPITER_V6), "accounts": [str(EVENT_AUTHORITY)]},
+            {
+                "program": str(AMM),
+                "accounts": [str(AMM_AUTHORITY)],
+                "pools": [{"address": str(POOL), "accounts": [str(v) for v in POOL_VAULTS]}],
+            },
+        ]
+    }
+
+
+def write_declared_pools(directory: Path) -> str:
+    """Writes `declared_pools()` to a file in `directory`; its path."""
+    path = directory / "pools.json"
+    path.write_text(json.dumps(declared_pools()))
+    return str(path)
+
+
 def route(
     user: Pubkey,
     out_mint: Pubkey,
     lamports: int,
     dest: Pubkey | None = None,
     payee: Pubkey | None = None,
+    hop: list[AccountMeta] | None = None,
 ) -> Instruction:
-    """Jupiter v6 `route`: the user's wrapped SOL in, `dest` (default the user's account) out."""
+    """Jupiter v6 `route`: the user's wrapped SOL in, `dest` (default the user's account) out.
+
+    Through `hop` (default the declared pool of `AMM`).
+    """
     wsol = get_associated_token_address(user, WSOL)
     out = dest or get_associated_token_address(user, out_mint)
     return Instruction(
@@ -71,6 +116,7 @@ def route(
             AccountMeta(JUPITER_V6, False, False),  # platform fee account (none)
             AccountMeta(EVENT_AUTHORITY, False, False),
             AccountMeta(JUPITER_V6, False, False),
+            *(pool_hop() if hop is None else hop),
         ],
     )
 

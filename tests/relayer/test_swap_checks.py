@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,7 +39,9 @@ from tests.relayer.jupiter_stub import (
     Quote,
     ix_json,
     jupiter,
+    pool_hop,
     route,
+    write_declared_pools,
     wsol_transfer,
 )
 
@@ -52,11 +55,13 @@ SLIPPAGE_BPS = 50
 async def jupiter_gateway(
     aiohttp_client: AiohttpClient,
     settings: Settings,
-    chain_settings: ChainSettings,
+    chain_env: dict[str, str],
     jupiter: tuple[JupiterStub, str],
+    tmp_path: Path,
 ) -> Api:
+    pools = write_declared_pools(tmp_path)
     chain = replace(
-        chain_settings,
+        ChainSettings.from_env({**chain_env, "RELAYQ_SWAP_POOLS_FILE": pools}),
         swap_source=SwapSourceKind.JUPITER,
         swap_api_url=jupiter[1],
         slippage_bps=SLIPPAGE_BPS,
@@ -107,6 +112,25 @@ def _second_route_elsewhere(f: Found, user: Pubkey, q: Quote) -> Found:
     out_mint = Pubkey.from_string(q["outputMint"])
     theirs = get_associated_token_address(OUTSIDER, out_mint)
     return _add_setup(f, route(user, out_mint, int(q["inAmount"]), dest=theirs))
+
+
+def _through(f: Found, user: Pubkey, q: Quote, hop: list[AccountMeta]) -> Found:
+    out_mint = Pubkey.from_string(q["outputMint"])
+    return _swap(f, **ix_json(route(user, out_mint, int(q["inAmount"]), hop=hop)))
+
+
+def _undeclared_pool(f: Found, user: Pubkey, q: Quote) -> Found:
+    # An allowed router, delivering to the relayer, but through a pool nobody declared.
+    return _through(f, user, q, pool_hop(pool=OUTSIDER))
+
+
+def _undeclared_vault(f: Found, user: Pubkey, q: Quote) -> Found:
+    return _through(f, user, q, [*pool_hop(), AccountMeta(OUTSIDER, False, True)])
+
+
+def _fixed_account_written(f: Found, user: Pubkey, q: Quote) -> Found:
+    # The AMM's authority is declared read-only: a leg may not write it.
+    return _through(f, user, q, pool_hop(authority_writable=True))
 
 
 def _delegate(f: Found, user: Pubkey, q: Quote) -> Found:
@@ -177,6 +201,9 @@ INSTRUCTION_CASES: dict[str, Callable[[Found, Pubkey, Quote], Any]] = {
     "payee-not-the-relayer": _payee_elsewhere,
     "second-route-in-setup": _second_route_elsewhere,
     "delegate-approved": _delegate,
+    "undeclared-pool": _undeclared_pool,
+    "undeclared-vault": _undeclared_vault,
+    "fixed-account-written": _fixed_account_written,
     "another-signer": _another_signer,
     "missing-swap-instruction": _missing_swap,
     "accounts-not-a-list": _accounts_not_a_list,
@@ -204,6 +231,9 @@ EXPECTED_CHECK = {
     "payee-not-the-relayer": "destination",
     "second-route-in-setup": "destination",
     "delegate-approved": "program",
+    "undeclared-pool": "account",
+    "undeclared-vault": "account",
+    "fixed-account-written": "account",
     "another-signer": "authority",
     "missing-swap-instruction": "malformed",
     "accounts-not-a-list": "malformed",

@@ -225,6 +225,15 @@ securityContext:
   value: /etc/relayq/signer-token/token
 - name: RELAYQ_BASKETS_FILE
   value: /etc/relayq/baskets/baskets.json
+{{- include "relayq.swapPoolsEnv" . }}
+{{- end }}
+{{- end }}
+
+{{/* The pools file, when pools are declared (the API, the workers, reconcile and the signer). */}}
+{{- define "relayq.swapPoolsEnv" -}}
+{{- if .Values.relayer.swapPools }}
+- name: RELAYQ_SWAP_POOLS_FILE
+  value: /etc/relayq/baskets/pools.json
 {{- end }}
 {{- end }}
 

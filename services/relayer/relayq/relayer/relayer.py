@@ -15,7 +15,7 @@ from solders.transaction import VersionedTransaction
 
 from relayq.core.clients import Clients
 from relayq.core.quotas import Quotas
-from relayq.relayer.allowlist import Allowlist, build_allowlist
+from relayq.relayer.allowlist import Allowlist, build_allowlist, load_swap_accounts
 from relayq.relayer.baskets import Basket, load_baskets
 from relayq.relayer.chain.jito import JitoClient
 from relayq.relayer.chain.keys import load_keypair
@@ -101,7 +101,11 @@ async def open_relayer(chain: ChainSettings, clients: Clients) -> Relayer:
     contract_owner = Pubkey.from_string(chain.contract_owner)
     baskets = load_baskets(chain.baskets_file)
     allowlist = build_allowlist(
-        signer.pubkey(), contract_owner, baskets.values(), chain.swap_programs
+        signer.pubkey(),
+        contract_owner,
+        baskets.values(),
+        chain.swap_programs,
+        load_swap_accounts(chain.swap_pools_file),
     )
     swap: SwapSource
     if chain.swap_source is SwapSourceKind.TREASURY:

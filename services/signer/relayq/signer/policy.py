@@ -12,6 +12,12 @@ cannot see are accounts it cannot judge). A message passes when:
   the relayer's wrapped-SOL account or a tip account, and tokens to the
   relayer's or the contract's token accounts; a `tip` moves lamports to a tip
   account only;
+- every instruction of a swap program (a swap leg, `swap` only) names only the
+  accounts the allow-list declares for a leg, looked-up ones included: the
+  relayer's wallet and token accounts, a declared swap program's fixed
+  accounts, a declared pool's accounts, the baskets' mints and well-known
+  programs; and of those it writes (as the message marks them) only the
+  relayer's and the declared pools' (`SwapLeg`);
 - the lamports it moves stay under the per-transaction cap and, with what was
   signed before, under the per-window cap.
 """
@@ -30,7 +36,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from spl.token.constants import TOKEN_PROGRAM_ID
 
-from relayq.relayer.allowlist import WRAPPED_SOL_MINT, Allowlist
+from relayq.relayer.allowlist import WRAPPED_SOL_MINT, Allowlist, LegNotAllowed
 from relayq.relayer.signing import Purpose
 
 # System program instructions (u32 little-endian tag) the relayer may sign.
@@ -67,6 +73,8 @@ REFUSALS = (
     "instruction-not-allowed",
     "destination-not-allowed",
     "tip-not-allowed",
+    "account-not-allowed",
+    "write-not-allowed",
     "over-transaction-cap",
     "over-window-cap",
 )
@@ -159,8 +167,10 @@ class Policy:
                 moved += self._system(n, kind, accounts, data, tips)
             elif program == TOKEN_PROGRAM_ID:
                 self._token(n, kind, accounts, data)
-            elif kind is not Purpose.SWAP and program in self.allowlist.swap_programs:
-                raise Refused("instruction-not-allowed", f"instruction {n}: a swap in a {kind}")
+            elif program in self.allowlist.swap_programs:
+                if kind is not Purpose.SWAP:
+                    raise Refused("instruction-not-allowed", f"instruction {n}: a swap in a {kind}")
+                SwapLeg(self.allowlist).judge(n, message, keys, bytes(ix.accounts))
         if moved > self.limits.per_transaction:
             raise Refused("over-transaction-cap", f"{moved} lamports > "
                           f"{self.limits.per_transaction} per transaction")  # fmt: skip
@@ -245,3 +255,22 @@ class Policy:
         if tag == TOKEN_CLOSE_ACCOUNT and kind is Purpose.SWAP and unwrap:
             return  # unwrapping SOL back to the relayer
         raise Refused("instruction-not-allowed", f"instruction {n}: token instruction {tag}")
+
+
+@dataclass(frozen=True)
+class SwapLeg:
+    """The accounts one swap program's instruction may name and write (`Allowlist.check_leg`).
+
+    Writability is the message's (`is_maybe_writable`: its header for static
+    keys, the writable half of a lookup table for looked-up ones), since that is
+    what the program is given, whatever the caller meant.
+    """
+
+    allowlist: Allowlist
+
+    def judge(self, n: int, message: MessageV0, keys: list[Pubkey], indexes: bytes) -> None:
+        named = [(keys[i], message.is_maybe_writable(i)) for i in indexes]
+        try:
+            self.allowlist.check_leg(named)
+        except LegNotAllowed as exc:
+            raise Refused(exc.code, f"instruction {n}: {exc}") from None

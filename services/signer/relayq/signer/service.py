@@ -28,7 +28,7 @@ from solders.pubkey import Pubkey
 
 from relayq.core.env import SettingsError, number
 from relayq.core.telemetry import configure_logging, log_event
-from relayq.relayer.allowlist import build_allowlist
+from relayq.relayer.allowlist import build_allowlist, load_swap_accounts
 from relayq.relayer.baskets import load_baskets
 from relayq.relayer.chain.errors import ChainError
 from relayq.relayer.chain.jito import JitoClient
@@ -177,6 +177,7 @@ def open_signing(chain: ChainSettings, settings: SignerSettings) -> Signing:
         Pubkey.from_string(chain.contract_owner),
         load_baskets(chain.baskets_file).values(),
         chain.swap_programs,
+        load_swap_accounts(chain.swap_pools_file),
     )
     counterparties: frozenset[Pubkey] = frozenset()
     if chain.swap_source is SwapSourceKind.TREASURY and chain.treasury_keypair_file:

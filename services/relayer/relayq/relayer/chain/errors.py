@@ -32,7 +32,8 @@ class SwapRefused(ChainError):
 
     Attributes:
         check: which check refused it, one of `malformed`, `program`, `mint`,
-            `amount`, `slippage`, `destination`, `authority` (a metric label).
+            `amount`, `slippage`, `destination`, `authority`, `account` (a swap
+            leg naming or writing an account it may not) (a metric label).
     """
 
     def __init__(self, check: str, message: str) -> None:

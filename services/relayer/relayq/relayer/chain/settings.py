@@ -41,6 +41,9 @@ class ChainSettings:
         slippage_bps: slippage allowed on a Jupiter quote (`RELAYQ_SLIPPAGE_BPS`).
         swap_programs: the programs a swap API's swap instruction may call, base58
             (`RELAYQ_SWAP_PROGRAMS`, comma-separated; default Jupiter v6).
+        swap_pools_file: per swap program, the fixed accounts and the pools a swap
+            leg may name, JSON (`RELAYQ_SWAP_POOLS_FILE`; unset: Jupiter v6's event
+            authority and no pool). See `relayq/relayer/allowlist.py`.
         relayer_keypair_file: the relayer's signing key, solana-keygen JSON
             (`RELAYQ_RELAYER_KEYPAIR_FILE`); held by the signer service only, and by
             the relayer itself when no signer service is set (local development).
@@ -84,6 +87,7 @@ class ChainSettings:
     swap_api_url: str = "https://lite-api.jup.ag/swap/v1"
     slippage_bps: int = 50
     swap_programs: tuple[str, ...] = DEFAULT_SWAP_PROGRAMS
+    swap_pools_file: str = ""
     relayer_keypair_file: str = ""
     signer_url: str = ""
     signer_token: str = ""
@@ -130,6 +134,7 @@ class ChainSettings:
             swap_api_url=env.get("RELAYQ_SWAP_API_URL", d.swap_api_url).rstrip("/"),
             slippage_bps=int(number(env, "RELAYQ_SLIPPAGE_BPS", d.slippage_bps, 0)),
             swap_programs=_programs(env, d.swap_programs),
+            swap_pools_file=env.get("RELAYQ_SWAP_POOLS_FILE", ""),
             relayer_keypair_file=env.get("RELAYQ_RELAYER_KEYPAIR_FILE", ""),
             signer_url=env.get("RELAYQ_SIGNER_URL", "").rstrip("/"),
             signer_token=signer_token(env),

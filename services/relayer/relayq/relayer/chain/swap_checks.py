@@ -7,7 +7,10 @@ allowed of the quoted one). Every instruction must call a program on the
 allow-list, be signed by no one but the relayer, and move value only into the
 relayer's own accounts: SOL only into its wrapped-SOL account and no more than
 the leg's lamports, tokens only into its token account for the basket's mint.
-Anything else, malformed answers included, raises SwapRefused.
+A swap program's instruction may name only the accounts the allow-list declares
+for a leg (`Allowlist.check_leg`: the relayer's, the declared pools' and swap
+programs', well-known programs), the same rule the signer applies. Anything
+else, malformed answers included, raises SwapRefused.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from relayq.relayer.allowlist import (
     JUPITER_V6_PROGRAM_ID,
     WRAPPED_SOL_MINT,
     Allowlist,
+    LegNotAllowed,
     NotAllowed,
 )
 from relayq.relayer.chain.errors import SwapRefused
@@ -128,6 +132,7 @@ def checked_instructions(
             _check_signers(ix.accounts, allow)
             if ix.program_id in allow.swap_programs:
                 _check_route(ix, allow, mint)  # wherever it sits, a swap delivers to us
+                _check_leg_accounts(ix, allow)
             else:
                 wrapped += _check_support(ix, allow, mint)
         if swap_ix.program_id not in allow.swap_programs:
@@ -181,6 +186,14 @@ def _check_support(ix: Instruction, allow: Allowlist, mint: Pubkey) -> int:
         if _account(ix, 3) not in (WRAPPED_SOL_MINT, mint):
             raise SwapRefused("mint", f"a token account for {_account(ix, 3)}")
     return 0
+
+
+def _check_leg_accounts(ix: Instruction, allow: Allowlist) -> None:
+    """The swap names only the relayer's, declared pools' and swap programs' accounts."""
+    try:
+        allow.check_leg((a.pubkey, a.is_writable) for a in ix.accounts)
+    except LegNotAllowed as exc:
+        raise SwapRefused("account", str(exc)) from None
 
 
 def _check_route(ix: Instruction, allow: Allowlist, mint: Pubkey) -> None:
