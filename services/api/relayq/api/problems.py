@@ -49,6 +49,9 @@ TITLES = {
     "purchase-not-deliverable": "The purchase's swap did not land in full",
     "purchase-changed": "The purchase changed meanwhile",
     "transfer-may-land": "The recorded transfer can still land",
+    "refund-decided": "A refund of the purchase was decided: its tokens are not delivered",
+    "purchase-delivered": "The purchase's tokens were delivered: it is not refunded",
+    "swap-undecided": "The purchase's swap can still land",
     "evidence-refused": "The signature given is no evidence of this purchase's transfer",
     "internal": "Internal error",
 }
