@@ -238,7 +238,10 @@ JOB_TYPES = [
         max_attempts=8,
         internal=True,
         crash_safe=True,
-        description="Transfers a purchase's tokens to the contract, exactly once.",
+        description=(
+            "Transfers a purchase's tokens to the contract, exactly once; or, once an operator"
+            " decided a refund, returns its lamports to the buyer, exactly once."
+        ),
     ),
     JobType(
         DB_UPDATE,
