@@ -320,13 +320,14 @@ async def test_a_resolution_needs_its_evidence_a_reason_and_an_operator(
     no_sig = await resolve(gateway, task.id, resolution("mark-completed"))
     sig_on_deliver = await resolve(gateway, task.id, resolution("deliver", signature=SIG_OLD))
     no_operator = await resolve(gateway, task.id, {"action": "deliver", "reason": "x"})
-    unknown = await resolve(gateway, task.id, resolution("refund"))
+    unknown = await resolve(gateway, task.id, resolution("burn"))
+    sig_on_refund = await resolve(gateway, task.id, resolution("refund", signature=SIG_OLD))
     not_parked = await paid_purchase(clients, relayer)
     queued = await resolve(gateway, not_parked.id, resolution("deliver"))
 
     for resp in (no_operator, unknown):
         await problem(resp, 422, "invalid-body")
-    for resp in (no_sig, sig_on_deliver):
+    for resp in (no_sig, sig_on_deliver, sig_on_refund):
         await problem(resp, 422, "invalid-payload")
     await problem(queued, 409, "purchase-not-parked")
 

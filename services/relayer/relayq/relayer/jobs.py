@@ -34,6 +34,7 @@ from relayq.relayer.buy import DB_UPDATE, SWAP_SETTLE, TOKEN_TRANSFER
 from relayq.relayer.chain.errors import ChainError
 from relayq.relayer.chain.settings import ChainSettings
 from relayq.relayer.purchases import Purchase, SwapState
+from relayq.relayer.refund import run_refund
 from relayq.relayer.relayer import Relayer, open_relayer
 from relayq.relayer.settle import (
     PARTIAL_SWAP,
@@ -169,9 +170,21 @@ async def swap_settle(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any
 
 
 async def token_transfer(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Move the bought tokens to the contract, exactly once, then queue the records update."""
+    """Move the bought tokens to the contract, exactly once, then queue the records update;
+    or, once an operator decided a refund, return the purchase's lamports to the buyer."""
     relayer = _relayer(ctx)
-    purchase = await _settled(relayer, await _purchase(relayer, ctx.task_id))
+    purchase = await _purchase(relayer, ctx.task_id)
+    if purchase.refund:
+        # The task completes with the refund as its outcome; the purchase is never
+        # recorded in the buyer's holdings.
+        refunded = await run_refund(relayer, purchase)
+        return {
+            "outcome": "refunded",
+            "refundSignature": refunded["signature"],
+            "slot": refunded["slot"],
+            "lamports": refunded["lamports"],
+        }
+    purchase = await _settled(relayer, purchase)
     if purchase.swap["state"] == SwapState.FAILED.value:
         raise PermanentError(f"swap failed: {purchase.swap.get('error')}")
     if purchase.swap["state"] == SwapState.PARTIAL.value:
@@ -225,7 +238,10 @@ JOB_TYPES = [
         max_attempts=8,
         internal=True,
         crash_safe=True,
-        description="Transfers a purchase's tokens to the contract, exactly once.",
+        description=(
+            "Transfers a purchase's tokens to the contract, exactly once; or, once an operator"
+            " decided a refund, returns its lamports to the buyer, exactly once."
+        ),
     ),
     JobType(
         DB_UPDATE,

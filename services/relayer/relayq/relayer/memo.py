@@ -15,7 +15,14 @@ from solders.pubkey import Pubkey
 # SPL Memo v2: logs its data; with no accounts it needs no signature of its own.
 MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 PREFIX = "relayq:purchase:"
+# A refund of a purchase's lamports names the purchase under its own prefix, so a refund
+# is never taken for the purchase's swap or transfer, and reconciliation can find refunds.
+REFUND_PREFIX = "relayq:refund:"
 
 
 def purchase_memo(purchase_id: str) -> Instruction:
     return Instruction(MEMO_PROGRAM_ID, (PREFIX + purchase_id).encode(), [])
+
+
+def refund_memo(purchase_id: str) -> Instruction:
+    return Instruction(MEMO_PROGRAM_ID, (REFUND_PREFIX + purchase_id).encode(), [])

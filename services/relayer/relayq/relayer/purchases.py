@@ -36,6 +36,13 @@ class TransferState(StrEnum):
     FAILED = "failed"
 
 
+class RefundState(StrEnum):
+    DECIDED = "decided"  # an operator ordered it; nothing signed yet
+    SIGNED = "signed"  # written, maybe sent
+    FINALIZED = "finalized"  # landed, and the chain's finalized view shows it succeeded
+    FAILED = "failed"  # failed on chain at finalized: an operator decides again
+
+
 @dataclass(frozen=True)
 class PurchaseLeg:
     symbol: str
@@ -65,6 +72,11 @@ class Purchase:
             (action, reason, operator, at, parkedAt, and what the action needs:
             the transfer signature and signings it was taken against); empty
             while none was made. `resolutions` in the record keeps every one.
+        refund: the purchase's lamports going back to the buyer once an operator
+            decided so: lamports, wallet, state (RefundState), and as for the
+            transfer: transaction, signature, lastValidBlockHeight, signatures,
+            slot, error; empty while no refund was decided. Once set, the
+            transfer is never signed again (`put_transfer`).
     """
 
     id: str
@@ -77,6 +89,17 @@ class Purchase:
     recorded: bool = False
     created_at: datetime | None = None
     resolution: dict[str, Any] = field(default_factory=dict)
+    refund: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outcome(self) -> str | None:
+        """`delivered` (the tokens reached the contract), `refunded` (the lamports went back
+        to the buyer, at finalized), or None while neither happened."""
+        if self.transfer.get("state") == TransferState.CONFIRMED.value:
+            return "delivered"
+        if self.refund.get("state") == RefundState.FINALIZED.value:
+            return "refunded"
+        return None
 
     def to_public(self, chain: Mapping[str, str | None] | None = None) -> dict[str, Any]:
         """The client's view; `chain` maps a signature to what the cluster says of it now."""
@@ -103,6 +126,8 @@ class Purchase:
                 "error": self.swap.get("error"),
             },
             "transfer": None,
+            "refund": None,
+            "outcome": self.outcome,
             "recorded": self.recorded,
             "resolution": _public_resolution(self.resolution),
         }
@@ -116,12 +141,26 @@ class Purchase:
                 "slot": self.transfer.get("slot"),
                 "error": self.transfer.get("error"),
             }
+        if self.refund:
+            sig = self.refund.get("signature")
+            out["refund"] = {
+                "state": self.refund.get("state"),
+                "solAmount": int(self.refund.get("lamports", self.lamports)) / LAMPORTS_PER_SOL,
+                "wallet": self.refund.get("wallet", self.wallet),
+                "signature": sig,
+                "chainState": chain.get(sig) if sig else None,
+                "signings": len(self.refund.get("signatures", [])),
+                "slot": self.refund.get("slot"),
+                "error": self.refund.get("error"),
+            }
         return out
 
     def signatures(self) -> list[str]:
         sigs = list(self.swap.get("signatures", []))
         if self.transfer.get("signature"):
             sigs.append(self.transfer["signature"])
+        if self.refund.get("signature"):
+            sigs.append(self.refund["signature"])
         return sigs
 
 
@@ -150,6 +189,12 @@ class PurchaseStore:
             unique=True,
             name="transfer_signature_unique",
             partialFilterExpression={"transfer.signature": {"$type": "string"}},
+        )
+        await self.purchases.create_index(
+            [("refund.signature", ASCENDING)],
+            unique=True,
+            name="refund_signature_unique",
+            partialFilterExpression={"refund.signature": {"$type": "string"}},
         )
         await self.history.create_index([("wallet", ASCENDING)], name="wallet")
         # Reconciliation reads a window of purchases by creation time.
@@ -210,11 +255,17 @@ class PurchaseStore:
     ) -> bool:
         """Write a newly signed transfer, if the stored one is still `expected_signature`.
 
-        Compare-and-set, so two runs that both signed cannot both persist (and send).
+        Compare-and-set, so two runs that both signed cannot both persist (and send);
+        never once a refund was decided, so a run that outlived its lease cannot deliver
+        what is being refunded.
         """
         result = await with_transient_retry(
             lambda: self.purchases.update_one(
-                {"_id": purchase_id, "transfer.signature": expected_signature},
+                {
+                    "_id": purchase_id,
+                    "transfer.signature": expected_signature,
+                    "refund": {"$exists": False},
+                },
                 {"$set": {"transfer": dict(transfer)}},
             )
         )
@@ -267,6 +318,77 @@ class PurchaseStore:
         )
         return _purchase(doc) if doc is not None else None
 
+    async def decide_refund(
+        self, purchase: Purchase, resolution: Mapping[str, Any]
+    ) -> Purchase | None:
+        """Record an operator's refund decision on one parking, once, and order the refund.
+
+        Compare-and-set on the parking (as `resolve`), on the transfer as the caller
+        read it (checked past landing: a run that signed since makes this None), and
+        on the refund as read: the first decision writes the refund (`decided`), a
+        later one (after the refund was parked again) leaves it as it stands.
+        """
+        entry = dict(resolution)
+        query: dict[str, Any] = {
+            "_id": purchase.id,
+            "resolution.parkedAt": {"$ne": entry["parkedAt"]},
+            "transfer.signature": purchase.transfer.get("signature"),
+            "transfer.state": purchase.transfer.get("state"),
+        }
+        sets: dict[str, Any] = {"resolution": entry}
+        if purchase.refund:
+            query["refund.signature"] = purchase.refund.get("signature")
+        else:
+            query["refund"] = {"$exists": False}
+            sets["refund"] = {
+                "state": RefundState.DECIDED.value,
+                "lamports": purchase.lamports,
+                "wallet": purchase.wallet,
+                "signatures": [],
+                "decidedAt": now(),
+            }
+        doc = await with_transient_retry(
+            lambda: self.purchases.find_one_and_update(
+                query,
+                {"$set": sets, "$push": {"resolutions": entry}},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        return _purchase(doc) if doc is not None else None
+
+    async def put_refund(
+        self, purchase_id: str, expected_signature: str | None, refund: Mapping[str, Any]
+    ) -> bool:
+        """Write a newly signed refund, if the stored one is still `expected_signature`
+        (compare-and-set: two runs that both signed cannot both persist and send)."""
+        result = await with_transient_retry(
+            lambda: self.purchases.update_one(
+                {"_id": purchase_id, "refund.signature": expected_signature},
+                {"$set": {"refund": dict(refund)}},
+            )
+        )
+        return bool(result.modified_count)
+
+    async def settle_refund(
+        self, purchase_id: str, read: Mapping[str, Any], state: RefundState, **fields: Any
+    ) -> Purchase | None:
+        """Record the refund's outcome, if it is still the signing and state this run read;
+        None when another writer got there first."""
+        sets = {"refund.state": state.value}
+        sets.update({f"refund.{k}": v for k, v in fields.items()})
+        doc = await with_transient_retry(
+            lambda: self.purchases.find_one_and_update(
+                {
+                    "_id": purchase_id,
+                    "refund.signature": read.get("signature"),
+                    "refund.state": read.get("state"),
+                },
+                {"$set": sets},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        return _purchase(doc) if doc is not None else None
+
     async def confirm_by_evidence(
         self, purchase_id: str, read: Mapping[str, Any], signature: str, slot: int
     ) -> Purchase | None:
@@ -288,6 +410,7 @@ class PurchaseStore:
                     "_id": purchase_id,
                     "transfer.signature": read.get("signature"),
                     "transfer.state": read.get("state"),
+                    "refund": {"$exists": False},
                 },
                 {"$set": {"transfer": confirmed}},
                 return_document=ReturnDocument.AFTER,
@@ -356,6 +479,7 @@ def _purchase(doc: Mapping[str, Any]) -> Purchase:
         recorded=bool(doc.get("recorded", False)),
         created_at=doc.get("created_at"),
         resolution=dict(doc.get("resolution") or {}),
+        refund=dict(doc.get("refund") or {}),
     )
 
 
@@ -370,4 +494,5 @@ def _public_resolution(resolution: Mapping[str, Any]) -> dict[str, Any] | None:
         "at": at.isoformat().replace("+00:00", "Z") if isinstance(at, datetime) else at,
         "parkedAt": resolution.get("parkedAt"),
         "transferSignature": resolution.get("transferSignature"),
+        "refundSignature": resolution.get("refundSignature"),
     }

@@ -19,7 +19,18 @@ Discrepancies, by kind:
   purchase;
 - `inventory_mismatch`: per mint, the relayer's account changed by other than
   the window's recorded swaps minus its recorded transfers (a swap may deliver
-  more than its guaranteed amount: that surplus is allowed).
+  more than its guaranteed amount: that surplus is allowed);
+- `unrecorded_refund`: a transaction paid by the relayer carries a refund memo
+  (`relayq:refund:<id>`) that is not the finalized refund its purchase's record
+  names, or names no purchase on record, or did not pay the buyer exactly the
+  recorded lamports;
+- `duplicate_refund`: more than one refund landed for one purchase;
+- `refund_not_on_chain`: a purchase's record says its refund landed, and the
+  relayer's history does not show it.
+
+Refunds move SOL, not tokens: they are found in the relayer's own history
+(every transaction it pays for), by the memo the history lists with each
+signature, and only those are read in full.
 """
 
 from __future__ import annotations
@@ -36,11 +47,19 @@ from solders.signature import Signature
 
 from relayq.relayer.chain.errors import ChainUnavailable
 from relayq.relayer.chain.rpc import LandedTransaction
-from relayq.relayer.memo import PREFIX
-from relayq.relayer.purchases import Purchase, SwapState, TransferState
+from relayq.relayer.memo import PREFIX, REFUND_PREFIX
+from relayq.relayer.purchases import Purchase, RefundState, SwapState, TransferState
 from relayq.relayer.relayer import Relayer
 
-KINDS = ("unrecorded_credit", "transfer_not_on_chain", "duplicate_transfer", "inventory_mismatch")
+KINDS = (
+    "unrecorded_credit",
+    "transfer_not_on_chain",
+    "duplicate_transfer",
+    "inventory_mismatch",
+    "unrecorded_refund",
+    "duplicate_refund",
+    "refund_not_on_chain",
+)
 PAGE = 1000
 # getTransaction calls in flight at once: a day of purchases is thousands of them.
 FETCH_CONCURRENCY = 8
@@ -117,10 +136,23 @@ def purchase_of(tx: LandedTransaction) -> str | None:
     return None
 
 
+def refund_of(tx: LandedTransaction) -> str | None:
+    """The purchase a transaction names as refunded in its memo, if any."""
+    for memo in tx.memos:
+        if memo.startswith(REFUND_PREFIX):
+            return memo[len(REFUND_PREFIX) :]
+    return None
+
+
 async def read_history(
-    relayer: Relayer, accounts: Iterable[Pubkey], since_ts: float, finalized: bool = True
+    relayer: Relayer,
+    accounts: Iterable[Pubkey],
+    since_ts: float,
+    finalized: bool = True,
+    memo: str | None = None,
 ) -> list[LandedTransaction]:
-    """Every successful transaction touching `accounts` from `since_ts` (Unix) on, oldest first."""
+    """Every successful transaction touching `accounts` from `since_ts` (Unix) on, oldest first;
+    with `memo`, only those whose memo field (as the history lists it) contains it."""
     signatures: dict[str, int] = {}
     for account in accounts:
         before = None
@@ -131,7 +163,7 @@ async def read_history(
             for entry in page:
                 if entry.block_time is not None and entry.block_time < since_ts:
                     break
-                if entry.succeeded:
+                if entry.succeeded and (memo is None or memo in (entry.memo or "")):
                     signatures[str(entry.signature)] = entry.slot
             else:
                 if len(page) == PAGE:
@@ -226,7 +258,70 @@ async def reconcile(
 
     # The relayer's side: its inventory moves only by the window's recorded swaps and transfers.
     found.extend(_inventory(txs, inventory, window))
+    # Refunds: every one landed is the finalized refund its purchase records, and only one.
+    refunds = await read_history(
+        relayer, [relayer.signer.pubkey()], since.timestamp(), finalized, memo=REFUND_PREFIX
+    )
+    report.transactions += len(refunds)
+    found.extend(await _refunds(relayer, refunds, window))
     return report
+
+
+async def _refunds(
+    relayer: Relayer, txs: list[LandedTransaction], window: dict[str, Purchase]
+) -> list[Discrepancy]:
+    found: list[Discrepancy] = []
+    named = {pid for pid in (refund_of(tx) for tx in txs) if pid is not None}
+    known = {**await relayer.purchases.get_many(sorted(named - set(window))), **window}
+    landed: dict[str, list[str]] = defaultdict(list)
+    for tx in txs:
+        pid = refund_of(tx)
+        purchase = known.get(pid) if pid is not None else None
+        if purchase is None:
+            found.append(Discrepancy(
+                "unrecorded_refund",
+                f"a refund memo names purchase {pid}, which has no record",
+                purchase_id=pid, signature=tx.signature,
+            ))  # fmt: skip
+            continue
+        if pid not in window:
+            continue  # another window's purchase: judged by another run
+        landed[purchase.id].append(tx.signature)
+        r = purchase.refund
+        paid = tx.lamport_deltas.get(Pubkey.from_string(purchase.wallet), 0)
+        if tx.signature != r.get("signature") or r.get("state") != RefundState.FINALIZED.value:
+            found.append(Discrepancy(
+                "unrecorded_refund",
+                f"refund {tx.signature} landed, but the record names {r.get('signature')} "
+                f"({r.get('state')})",
+                purchase_id=purchase.id, signature=tx.signature,
+            ))  # fmt: skip
+        elif paid != int(r.get("lamports", purchase.lamports)):
+            found.append(Discrepancy(
+                "unrecorded_refund",
+                f"refund {tx.signature} paid the buyer {paid} lamports, the record says "
+                f"{r.get('lamports', purchase.lamports)}",
+                purchase_id=purchase.id, signature=tx.signature,
+            ))  # fmt: skip
+    for pid, sigs in landed.items():
+        if len(sigs) > 1:
+            found.append(Discrepancy(
+                "duplicate_refund",
+                f"{len(sigs)} refunds landed for one purchase: {', '.join(sigs)}",
+                purchase_id=pid, signature=sigs[-1],
+            ))  # fmt: skip
+    for purchase in window.values():
+        r = purchase.refund
+        if r.get("state") == RefundState.FINALIZED.value and r.get("signature") not in landed.get(
+            purchase.id, []
+        ):
+            found.append(Discrepancy(
+                "refund_not_on_chain",
+                f"the record says refund {r.get('signature')} landed; the relayer's history"
+                " does not show it",
+                purchase_id=purchase.id, signature=r.get("signature"),
+            ))  # fmt: skip
+    return found
 
 
 def _inventory(

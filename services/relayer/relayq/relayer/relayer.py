@@ -71,10 +71,12 @@ class Relayer:
         extra_signers: list[Keypair] | None = None,
         lookup_tables: list[AddressLookupTableAccount] | None = None,
         purpose: Purpose = Purpose.SWAP,
+        refund_to: Pubkey | None = None,
     ) -> VersionedTransaction:
-        """A v0 transaction paid and signed by the relayer (and any co-signers) for `purpose`."""
+        """A v0 transaction paid and signed by the relayer (and any co-signers) for `purpose`;
+        `refund_to`: the buyer's wallet a refund pays."""
         message = self.compile(instructions, blockhash, lookup_tables)
-        return await self.signer.sign(message, extra_signers or [], purpose)
+        return await self.signer.sign(message, extra_signers or [], purpose, refund_to)
 
 
 async def open_signer(chain: ChainSettings) -> Signer:

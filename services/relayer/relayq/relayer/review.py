@@ -13,6 +13,14 @@ reads what landed and resolves the parking once, with a reason:
   contract with exactly the recorded amounts. The purchase's transfer becomes
   that signature, the task completes (Lifecycle.resolve), and the records
   update runs as after any transfer.
+- `refund`: the purchase's lamports go back to the buyer's wallet. Refused once
+  the tokens were delivered (the transfer landed) and while a recorded transfer
+  can still land. The decision writes the refund on the purchase (from then on
+  the transfer is never signed again, and `deliver` and `mark-completed` are
+  refused), the task is released, and its handler runs the refund by the
+  transfer's protocol (`refund.py`); the task completes with `outcome:
+  refunded`. A refund parked again (signing cap, failed at finalized, the
+  relayer short of SOL) is resolved with `refund` again, with a fresh budget.
 
 Each resolution is a compare-and-set on the parking it answers
 (PurchaseStore.resolve), so two operators cannot both act on one parking; a
@@ -33,14 +41,16 @@ from relayq.core.priorities import Priority
 from relayq.core.service import JobRequest
 from relayq.core.store import now
 from relayq.relayer.buy import DB_UPDATE, TOKEN_TRANSFER
+from relayq.relayer.chain.metrics import REFUNDS
 from relayq.relayer.memo import PREFIX
-from relayq.relayer.purchases import Purchase, SwapState, TransferState
+from relayq.relayer.purchases import Purchase, RefundState, SwapState, TransferState
 from relayq.relayer.relayer import Relayer
 from relayq.relayer.views import purchase_view
 
-Action = Literal["deliver", "mark-completed"]
+Action = Literal["deliver", "mark-completed", "refund"]
 DELIVER: Action = "deliver"
 MARK_COMPLETED: Action = "mark-completed"
+REFUND: Action = "refund"
 
 
 class ResolutionRefused(Exception):
@@ -91,6 +101,16 @@ async def _parked(relayer: Relayer, purchase_id: str) -> tuple[Task, Purchase]:
     return task, purchase
 
 
+def _no_refund(purchase: Purchase) -> None:
+    """Nothing is delivered once a refund was decided: both would reach the buyer."""
+    if purchase.refund:
+        raise ResolutionRefused(
+            409, "refund-decided",
+            f"a refund of this purchase was decided (refund {purchase.refund.get('state')}): "
+            "its tokens are not delivered; resolve with refund",
+        )  # fmt: skip
+
+
 def _unresolved(task: Task, purchase: Purchase, action: Action) -> bool:
     """Whether this parking awaits a decision; False when `action` was recorded for it
     already (the call that recorded it did not finish); refused for another action."""
@@ -130,6 +150,7 @@ async def _record(
 async def deliver(relayer: Relayer, purchase_id: str, reason: str, operator: str) -> Task:
     """Release a parked purchase so its transfer runs, exactly once, by the usual protocol."""
     task, purchase = await _parked(relayer, purchase_id)
+    _no_refund(purchase)
     _unresolved(task, purchase, DELIVER)
     if purchase.swap.get("state") != SwapState.LANDED.value:
         raise ResolutionRefused(
@@ -154,6 +175,7 @@ async def mark_completed(
 ) -> Task:
     """Complete a parked purchase whose transfer landed, on the chain's word at finalized."""
     task, purchase = await _parked(relayer, purchase_id)
+    _no_refund(purchase)
     _unresolved(task, purchase, MARK_COMPLETED)
     try:
         sig = Signature.from_string(signature)
@@ -189,6 +211,78 @@ async def mark_completed(
         )
     )  # fmt: skip
     return done
+
+
+async def refund(relayer: Relayer, purchase_id: str, reason: str, operator: str) -> Task:
+    """Decide a refund of a parked purchase's lamports, then release it so the refund runs."""
+    task, purchase = await _parked(relayer, purchase_id)
+    if _unresolved(task, purchase, REFUND):
+        if not purchase.refund:
+            await _refundable(relayer, purchase)
+        await _decide_refund(relayer, task, purchase, reason, operator)
+    try:
+        return await relayer.clients.service.release_review(purchase_id, f"refund: {reason}")
+    except InvalidTaskState as exc:
+        raise ResolutionRefused(409, "purchase-not-parked", str(exc)) from None
+
+
+async def _refundable(relayer: Relayer, purchase: Purchase) -> None:
+    """A first refund needs a decided swap and a transfer that did not land and never can."""
+    if purchase.swap.get("state") == SwapState.SIGNED.value:
+        raise ResolutionRefused(
+            409, "swap-undecided", "the swap can still land; resolve once it is decided"
+        )
+    t = purchase.transfer
+    current = t.get("signature")
+    if t.get("state") == TransferState.CONFIRMED.value:
+        raise ResolutionRefused(
+            409, "purchase-delivered", f"the purchase's tokens were delivered by {current}"
+        )
+    if current is None or t.get("state") != TransferState.SIGNED.value:
+        return  # never signed, or failed at finalized: nothing of it can land
+    sig = Signature.from_string(current)
+    [state] = await relayer.rpc.statuses([sig])
+    if state is not None and state.succeeded:
+        raise ResolutionRefused(
+            409, "purchase-delivered",
+            f"the recorded transfer {current} landed: the tokens were delivered; "
+            "resolve with mark-completed",
+        )  # fmt: skip
+    if state is None or state.confirmation != "finalized":
+        # Unknown, or failed on a view a fork can take back: it must be past landing.
+        await _no_other_transfer_can_land(relayer, purchase, evidence="")
+
+
+async def _decide_refund(
+    relayer: Relayer, task: Task, purchase: Purchase, reason: str, operator: str
+) -> Purchase:
+    """Record the refund decision on this parking (compare-and-set on the parking, the
+    transfer as checked and the refund as read)."""
+    assert task.review is not None
+    parked_at = task.review["parkedAt"]
+    r = purchase.refund
+    resolution = {
+        "action": REFUND, "reason": reason, "operator": operator, "at": now(),
+        "parkedAt": parked_at, "parkReason": task.review.get("reason"),
+        "transferSignature": purchase.transfer.get("signature"),
+        "refundSignature": r.get("signature"), "signings": len(r.get("signatures", [])),
+    }  # fmt: skip
+    if r.get("state") == RefundState.FINALIZED.value:
+        raise ResolutionRefused(409, "purchase-changed", "the refund landed already")
+    stored = await relayer.purchases.decide_refund(purchase, resolution)
+    if stored is not None:
+        REFUNDS.labels(outcome="decided").inc()
+        return stored
+    now_ = await relayer.purchases.get(purchase.id)
+    if now_ is not None and now_.resolution.get("parkedAt") == parked_at:
+        raise ResolutionRefused(
+            409, "purchase-already-resolved",
+            f"another operator resolved this parking first "
+            f"({now_.resolution.get('action')!r} by {now_.resolution.get('operator')})",
+        )  # fmt: skip
+    raise ResolutionRefused(
+        409, "purchase-changed", "the purchase's transfer or refund changed meanwhile; look again"
+    )
 
 
 async def _verify(relayer: Relayer, purchase: Purchase, sig: Signature) -> int:

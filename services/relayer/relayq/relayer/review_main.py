@@ -3,6 +3,7 @@
     relayq purchases review [TASK_ID] [--limit N] [--cursor C]
     relayq purchases resolve TASK_ID deliver --reason R --operator O
     relayq purchases resolve TASK_ID mark-completed --signature S --reason R --operator O
+    relayq purchases resolve TASK_ID refund --reason R --operator O
 
 Prints JSON on stdout. A refused resolution prints {"error", "message"} on
 stderr and exits 2; an unreachable store or chain exits 1.
@@ -29,11 +30,13 @@ from relayq.relayer.relayer import open_relayer
 from relayq.relayer.review import (
     DELIVER,
     MARK_COMPLETED,
+    REFUND,
     ResolutionRefused,
     deliver,
     mark_completed,
     parked_purchase,
     parked_purchases,
+    refund,
 )
 
 
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--cursor", help="the previous page's nextCursor")
     resolve = sub.add_parser("resolve", help="resolve a parked purchase, once per parking")
     resolve.add_argument("task_id")
-    resolve.add_argument("action", choices=[DELIVER, MARK_COMPLETED])
+    resolve.add_argument("action", choices=[DELIVER, MARK_COMPLETED, REFUND])
     resolve.add_argument("--reason", required=True, help="why; recorded on the purchase")
     resolve.add_argument("--operator", required=True, help="who decides; recorded")
     resolve.add_argument("--signature", help="mark-completed: the landed transfer's signature")
@@ -80,6 +83,8 @@ async def run(settings: Settings, chain: ChainSettings, args: argparse.Namespace
                 return await parked_purchase(relayer, args.task_id)
             if args.action == DELIVER:
                 task = await deliver(relayer, args.task_id, args.reason, args.operator)
+            elif args.action == REFUND:
+                task = await refund(relayer, args.task_id, args.reason, args.operator)
             else:
                 task = await mark_completed(
                     relayer, args.task_id, args.signature, args.reason, args.operator

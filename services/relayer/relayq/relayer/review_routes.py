@@ -18,11 +18,13 @@ from relayq.relayer.jobs import relayer_in
 from relayq.relayer.relayer import Relayer
 from relayq.relayer.review import (
     DELIVER,
+    REFUND,
     ResolutionRefused,
     deliver,
     mark_completed,
     parked_purchase,
     parked_purchases,
+    refund,
 )
 
 
@@ -43,10 +45,11 @@ class Resolution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Annotated[
-        Literal["deliver", "mark-completed"],
+        Literal["deliver", "mark-completed", "refund"],
         Field(description=(
             "`deliver`: run the transfer of the recorded tokens (exactly once); "
-            "`mark-completed`: the transfer landed, `signature` is the evidence."
+            "`mark-completed`: the transfer landed, `signature` is the evidence; "
+            "`refund`: return the purchase's lamports to the buyer's wallet (exactly once)."
         )),
     ]  # fmt: skip
     reason: Annotated[str, Strict(), Field(min_length=1, max_length=500)]
@@ -67,7 +70,7 @@ class Resolution(BaseModel):
     def _evidence(self) -> Self:
         if self.action == "mark-completed" and self.signature is None:
             raise ValueError("signature: mark-completed needs the landed transfer's signature")
-        if self.action == "deliver" and self.signature is not None:
+        if self.action != "mark-completed" and self.signature is not None:
             raise ValueError("signature: only mark-completed takes a signature")
         return self
 
@@ -111,6 +114,8 @@ async def resolve(request: web.Request) -> web.Response:
     try:
         if r.action == DELIVER:
             task = await deliver(relayer, tid, r.reason, r.operator)
+        elif r.action == REFUND:
+            task = await refund(relayer, tid, r.reason, r.operator)
         else:
             assert r.signature is not None
             task = await mark_completed(relayer, tid, r.signature, r.reason, r.operator)
@@ -121,7 +126,7 @@ async def resolve(request: web.Request) -> web.Response:
         raise unavailable("chain-unavailable", f"the chain could not be reached: {exc}") from None
     except ChainError as exc:
         raise Problem(502, "chain-error", str(exc)) from None
-    if r.action == DELIVER:
+    if r.action in (DELIVER, REFUND):
         return accepted(task)
     return web.json_response(task.to_public())
 
@@ -144,7 +149,8 @@ OPERATIONS = [
     ),
     Operation(
         "POST", "/v1/admin/purchases/review/{taskId}/resolve", resolve, "resolvePurchase",
-        "Resolve a parked purchase: deliver, or mark completed on a landed signature", "admin",
+        "Resolve a parked purchase: deliver, refund, or mark completed on a landed signature",
+        "admin",
         responses={
             202: ACCEPTED,
             200: Response("mark-completed: the completed task", models.Task),
@@ -152,7 +158,8 @@ OPERATIONS = [
         problems=[(400, ["invalid-json", "invalid-task-id"]),
                   (404, ["purchase-not-found"]),
                   (409, ["purchase-not-parked", "purchase-already-resolved",
-                         "purchase-not-deliverable", "purchase-changed", "transfer-may-land"]),
+                         "purchase-not-deliverable", "purchase-changed", "transfer-may-land",
+                         "refund-decided", "purchase-delivered", "swap-undecided"]),
                   413, 415, (422, ["invalid-body", "invalid-payload", "evidence-refused"]),
                   (502, ["chain-error"]), (503, ["chain-unavailable", "relayer-unavailable"])],
         body=Resolution, parameters=["TaskId"],
@@ -163,7 +170,12 @@ OPERATIONS = [
             "finalized is signed anew; the signing cap starts over). `mark-completed` reads "
             "`signature` at finalized: it must have succeeded, carry the purchase's memo "
             "and credit the contract with exactly the recorded amounts; then the task "
-            "completes and the purchase is recorded in the buyer's holdings."
+            "completes and the purchase is recorded in the buyer's holdings. `refund` "
+            "(refused once the tokens were delivered, `purchase-delivered`, and while a "
+            "recorded transfer can still land) releases the task to send the purchase's "
+            "lamports back to the buyer's wallet by the same exactly-once protocol; the "
+            "task completes with `result.outcome: refunded`. Once a refund was decided, "
+            "`deliver` and `mark-completed` are refused (`refund-decided`)."
         ),
     ),
 ]  # fmt: skip

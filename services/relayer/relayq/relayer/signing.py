@@ -31,6 +31,8 @@ class Purpose(StrEnum):
     SWAP = "swap"
     TRANSFER = "transfer"
     TIP = "tip"
+    # One SOL transfer of a purchase's lamports back to its buyer (`refund_to`).
+    REFUND = "refund"
 
 
 class SigningRefused(ChainError):
@@ -57,11 +59,13 @@ class Signer(Protocol):
         message: MessageV0,
         co_signers: Sequence[Keypair] = (),
         purpose: Purpose = Purpose.SWAP,
+        refund_to: Pubkey | None = None,
     ) -> VersionedTransaction:
         """The message signed by the relayer and by each co-signer it requires.
 
-        Raises SigningRefused when the signer's policy refuses `message` for
-        `purpose`, ChainUnavailable when the signer cannot be asked.
+        `refund_to` names the buyer's wallet a `refund` may pay (and only with
+        that purpose). Raises SigningRefused when the signer's policy refuses
+        `message` for `purpose`, ChainUnavailable when the signer cannot be asked.
         """
         ...
 
@@ -100,6 +104,7 @@ class KeypairSigner:
         message: MessageV0,
         co_signers: Sequence[Keypair] = (),
         purpose: Purpose = Purpose.SWAP,
+        refund_to: Pubkey | None = None,
     ) -> VersionedTransaction:
         signature = self._keypair.sign_message(to_bytes_versioned(message))
         return assemble(message, self._keypair.pubkey(), signature, co_signers)
@@ -144,11 +149,14 @@ class RemoteSigner:
         message: MessageV0,
         co_signers: Sequence[Keypair] = (),
         purpose: Purpose = Purpose.SWAP,
+        refund_to: Pubkey | None = None,
     ) -> VersionedTransaction:
         payload = {
             "message": base64.b64encode(to_bytes_versioned(message)).decode(),
             "purpose": purpose.value,
         }
+        if refund_to is not None:
+            payload["refundTo"] = str(refund_to)
         body = await self._call("POST", "/v1/sign", payload)
         try:
             signature = Signature.from_string(str(body["signature"]))

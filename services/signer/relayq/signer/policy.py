@@ -11,7 +11,9 @@ cannot see are accounts it cannot judge). A message passes when:
   accounts and no lamports; a `swap` moves lamports to the swap's counterparty,
   the relayer's wrapped-SOL account or a tip account, and tokens to the
   relayer's or the contract's token accounts; a `tip` moves lamports to a tip
-  account only;
+  account only; a `refund` moves lamports once, by one system transfer, to the
+  buyer's wallet the request names (`refund_to`), nothing else, and carries a
+  refund memo (`relayq:refund:<purchase id>`);
 - every instruction of a swap program (a swap leg, `swap` only) names only the
   accounts the allow-list declares for a leg, looked-up ones included: the
   relayer's wallet and token accounts, a declared swap program's fixed
@@ -37,6 +39,7 @@ from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from spl.token.constants import TOKEN_PROGRAM_ID
 
 from relayq.relayer.allowlist import WRAPPED_SOL_MINT, Allowlist, LegNotAllowed
+from relayq.relayer.memo import MEMO_PROGRAM_ID, REFUND_PREFIX
 from relayq.relayer.signing import Purpose
 
 # System program instructions (u32 little-endian tag) the relayer may sign.
@@ -77,6 +80,9 @@ REFUSALS = (
     "write-not-allowed",
     "over-transaction-cap",
     "over-window-cap",
+    "refund-wallet-missing",
+    "refund-memo-missing",
+    "refund-not-one-transfer",
 )
 
 AccountReader = Callable[[Pubkey], Awaitable[bytes | None]]
@@ -138,22 +144,29 @@ class Policy:
     def __post_init__(self) -> None:
         self.window = SpendWindow(self.limits.window_seconds)
 
-    async def judge(self, message: MessageV0, purpose: str) -> int:
+    async def judge(self, message: MessageV0, purpose: str, refund_to: Pubkey | None = None) -> int:
         """The lamports `message` moves for `purpose`; Refused when the policy refuses it.
 
-        Does not count them against the window: `reserve` does, before signing.
+        `refund_to` is the buyer's wallet a `refund` pays, named by the caller, and
+        only with that purpose. Does not count the lamports against the window:
+        `reserve` does, before signing.
         """
         try:
             kind = Purpose(purpose)
         except ValueError:
             raise Refused("unknown-purpose", f"purpose {purpose!r} is not one of "
                           f"{[p.value for p in Purpose]}") from None  # fmt: skip
+        if (kind is Purpose.REFUND) != (refund_to is not None):
+            raise Refused("refund-wallet-missing", "a refund, and only a refund, names the "
+                          "buyer's wallet it pays")  # fmt: skip
         relayer = self.allowlist.relayer
         if not message.account_keys or message.account_keys[0] != relayer:
             raise Refused("fee-payer-not-relayer", "the relayer must be the fee payer")
         keys = await self._accounts(message)
         tips = frozenset(await self.tip_accounts())
         moved = 0
+        system_calls = 0
+        refund_memo = False
         for n, ix in enumerate(message.instructions):
             try:
                 program = keys[ix.program_id_index]
@@ -164,13 +177,22 @@ class Policy:
                 raise Refused("program-not-allowed", f"instruction {n}: program {program}")
             data = bytes(ix.data)
             if program == SYSTEM_PROGRAM_ID:
-                moved += self._system(n, kind, accounts, data, tips)
+                system_calls += 1
+                moved += self._system(n, kind, accounts, data, tips, refund_to)
+            elif program == MEMO_PROGRAM_ID:
+                refund_memo = refund_memo or data.startswith(REFUND_PREFIX.encode())
             elif program == TOKEN_PROGRAM_ID:
                 self._token(n, kind, accounts, data)
             elif program in self.allowlist.swap_programs:
                 if kind is not Purpose.SWAP:
                     raise Refused("instruction-not-allowed", f"instruction {n}: a swap in a {kind}")
                 SwapLeg(self.allowlist).judge(n, message, keys, bytes(ix.accounts))
+        if kind is Purpose.REFUND:
+            if system_calls != 1 or moved == 0:
+                raise Refused("refund-not-one-transfer", f"a refund is one SOL transfer to the "
+                              f"buyer; this message makes {system_calls} system calls")  # fmt: skip
+            if not refund_memo:
+                raise Refused("refund-memo-missing", f"a refund carries a {REFUND_PREFIX} memo")
         if moved > self.limits.per_transaction:
             raise Refused("over-transaction-cap", f"{moved} lamports > "
                           f"{self.limits.per_transaction} per transaction")  # fmt: skip
@@ -206,7 +228,13 @@ class Policy:
         return [*message.account_keys, *writable, *readonly]
 
     def _system(
-        self, n: int, kind: Purpose, accounts: list[Pubkey], data: bytes, tips: frozenset[Pubkey]
+        self,
+        n: int,
+        kind: Purpose,
+        accounts: list[Pubkey],
+        data: bytes,
+        tips: frozenset[Pubkey],
+        refund_to: Pubkey | None = None,
     ) -> int:
         relayer = self.allowlist.relayer
         if relayer not in accounts:
@@ -221,6 +249,11 @@ class Policy:
         if tag == SYSTEM_CREATE_ACCOUNT:
             if kind is not Purpose.SWAP:
                 raise Refused("instruction-not-allowed", f"instruction {n}: account creation")
+            return lamports
+        if kind is Purpose.REFUND:
+            if to != refund_to:
+                raise Refused("destination-not-allowed", f"instruction {n}: a refund to {to}, "
+                              f"the request names {refund_to}")  # fmt: skip
             return lamports
         if to in tips:
             if kind is Purpose.TRANSFER:

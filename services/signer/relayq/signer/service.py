@@ -135,13 +135,16 @@ async def sign(request: web.Request) -> web.Response:
         purpose = str(body["purpose"])
         raw = base64.b64decode(str(body["message"]), validate=True)
         decoded = from_bytes_versioned(raw)
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        return _refuse(400, "invalid-sign-request", f"expected {{message, purpose}}: {exc}")
+        refund_to = None if body.get("refundTo") is None else Pubkey.from_string(body["refundTo"])
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        return _refuse(
+            400, "invalid-sign-request", f"expected {{message, purpose[, refundTo]}}: {exc}"
+        )
     message = decoded if isinstance(decoded, MessageV0) else None
     if message is None:
         return _refuse(403, "invalid-message", "only v0 messages are signed")
     try:
-        lamports = await signing.policy.judge(message, purpose)
+        lamports = await signing.policy.judge(message, purpose, refund_to)
         signing.policy.reserve(lamports)
     except Refused as exc:
         return _refuse(403, exc.code, exc.detail, purpose=purpose)
@@ -152,7 +155,8 @@ async def sign(request: web.Request) -> web.Response:
     signature = signing.keypair.sign_message(to_bytes_versioned(message))
     SIGNATURES.labels(purpose=purpose).inc()
     log_event(log, logging.INFO, "signed", purpose=purpose, lamports=lamports,
-              signature=str(signature))  # fmt: skip
+              signature=str(signature),
+              **({"refund_to": str(refund_to)} if refund_to is not None else {}))  # fmt: skip
     return web.json_response({"signature": str(signature)})
 
 

@@ -39,3 +39,9 @@ SWAPS_REFUSED = Counter(
     "Swap API answers refused before signing, by the check that failed.",
     ["check"],
 )
+REFUNDS = Counter(
+    "relayq_refunds_total",
+    "Refund steps by outcome: decided, sent, resent, resigned, refunded (finalized),"
+    " failed (at finalized), parked.",
+    ["outcome"],
+)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from solana.exceptions import SolanaRpcException
@@ -274,9 +274,15 @@ class SolanaRpc:
                 for ix in tx.message.instructions
                 if keys[ix.program_id_index] == MEMO_PROGRAM_ID
             ]
+            lamports = {
+                key: int(post) - int(pre)
+                for key, pre, post in zip(keys, meta.pre_balances, meta.post_balances, strict=False)
+                if post != pre
+            }
             return LandedTransaction(
-                str(signature), found.slot, found.block_time, meta.err is None, memos, deltas
-            )
+                str(signature), found.slot, found.block_time, meta.err is None, memos, deltas,
+                lamports,
+            )  # fmt: skip
 
         return await self._read("getTransaction", op)
 
@@ -309,6 +315,8 @@ class LandedTransaction:
         memos: the data of each Memo instruction, in order.
         token_deltas: per token account, its change; accounts it did not change
             have a zero amount or are absent.
+        lamport_deltas: per account whose SOL balance changed, the change in lamports
+            (fees included: the fee payer's change is its spending plus the fee).
     """
 
     signature: str
@@ -317,6 +325,7 @@ class LandedTransaction:
     succeeded: bool
     memos: list[str]
     token_deltas: dict[Pubkey, TokenDelta]
+    lamport_deltas: dict[Pubkey, int] = field(default_factory=dict)
 
 
 def _confirmation(level: Any) -> str:
