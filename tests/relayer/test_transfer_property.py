@@ -30,7 +30,7 @@ did, the record is `confirmed` with exactly that signature, the task ends
 none did, the record is not `confirmed`, the task is parked (`needs_review`),
 never `failed`, and the contract received nothing.
 
-`RELAYQ_PROPERTY_EXAMPLES` sets the number of examples (default 120, about 30 s);
+`RELAYQ_PROPERTY_EXAMPLES` sets the number of examples (default 120, about 20 s);
 a soak: `RELAYQ_PROPERTY_EXAMPLES=2000 make test
 PYTEST_ARGS="tests/relayer/test_transfer_property.py --hypothesis-show-statistics"`.
 A failing example is printed by hypothesis: its schedule, and the steps each run
