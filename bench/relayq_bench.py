@@ -22,7 +22,7 @@ from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Message, Queue
 from relayq.core.service import JobRequest
 from relayq.core.settings import Settings
-from relayq.worker.executor import Ack, Outcome, TaskExecutor
+from relayq.worker.executor import Ack, HandlerDone, Outcome, TaskExecutor
 from relayq.worker.runner import Worker, WorkerConfig
 
 PRIORITY = Priority.MEDIUM
@@ -34,7 +34,9 @@ class NoopExecutor:
     def __init__(self, countdown: Countdown) -> None:
         self.countdown = countdown
 
-    async def execute(self, delivery: Delivery, consumer: str) -> Outcome:
+    async def execute(
+        self, delivery: Delivery, consumer: str, handler_done: HandlerDone = lambda: None
+    ) -> Outcome:
         self.countdown.hit()
         return Ack()
 
@@ -88,8 +90,10 @@ class CountingExecutor(TaskExecutor):
 
     countdown: Countdown
 
-    async def execute(self, delivery: Delivery, consumer: str) -> Outcome:
-        outcome = await super().execute(delivery, consumer)
+    async def execute(
+        self, delivery: Delivery, consumer: str, handler_done: HandlerDone = lambda: None
+    ) -> Outcome:
+        outcome = await super().execute(delivery, consumer, handler_done)
         self.countdown.hit()
         return outcome
 

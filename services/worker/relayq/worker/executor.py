@@ -12,6 +12,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -67,8 +68,20 @@ class RetryIn:
 Outcome = Ack | RetryIn
 
 
+# Told once the handler has returned or raised, before its outcome is written:
+# the runner frees the handler's slot then, so that the next claim (and its
+# start write) overlaps this one's finishing write instead of waiting for it.
+HandlerDone = Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
+
+
 class Executor(Protocol):
-    async def execute(self, delivery: Delivery, consumer: str) -> Outcome: ...
+    async def execute(
+        self, delivery: Delivery, consumer: str, handler_done: HandlerDone = _nothing
+    ) -> Outcome: ...
 
     async def give_back(self, delivery: Delivery) -> bool:
         """Release a run abandoned at shutdown; True if it may be put back on the queue."""
@@ -102,7 +115,9 @@ class TaskExecutor:
                 SLA_SECONDS.labels(priority=priority.value).set(cls.sla_seconds)
         init_job_metrics(registry.names())
 
-    async def execute(self, delivery: Delivery, consumer: str) -> Outcome:
+    async def execute(
+        self, delivery: Delivery, consumer: str, handler_done: HandlerDone = _nothing
+    ) -> Outcome:
         msg = delivery.message
         p = delivery.priority.value
         try:
@@ -135,7 +150,7 @@ class TaskExecutor:
         SLA_STARTS.labels(priority=p, met=str(sla is None or wait <= sla).lower()).inc()
         self._running[delivery.entry_id] = task
         try:
-            outcome = await self._run(delivery, job_type, task, wait)
+            outcome = await self._run(delivery, job_type, task, wait, handler_done)
         except asyncio.CancelledError:
             raise  # abandoned at shutdown: give_back needs the running task
         except BaseException:
@@ -157,7 +172,14 @@ class TaskExecutor:
                 return wait
             await asyncio.sleep(wait + self._rng.uniform(0, wait / 4))
 
-    async def _run(self, delivery: Delivery, job_type: JobType, task: Task, wait: float) -> Outcome:
+    async def _run(
+        self,
+        delivery: Delivery,
+        job_type: JobType,
+        task: Task,
+        wait: float,
+        handler_done: HandlerDone,
+    ) -> Outcome:
         p = delivery.priority.value
         adapter = logging.LoggerAdapter(
             log, {"task_id": task.id, "type": task.type, "priority": p, **task.trace}
@@ -182,8 +204,11 @@ class TaskExecutor:
                 task.id, task.type, p, task.attempts, task.trace.get("traceparent"),
                 not_failures=(Defer,),
             ):  # fmt: skip
-                async with asyncio.timeout(job_type.timeout_seconds):
-                    result = await job_type.handler(task.payload, ctx)
+                try:
+                    async with asyncio.timeout(job_type.timeout_seconds):
+                        result = await job_type.handler(task.payload, ctx)
+                finally:
+                    handler_done()
             result = _json_value(result)
         except asyncio.CancelledError:
             raise

@@ -2,8 +2,13 @@
 
 One fetch loop claims as many jobs as there are free slots; when the stream is
 empty it blocks on XREAD until a new entry arrives or the next delayed job is
-due. Side loops extend the leases of running jobs, take over claims left by
-dead workers, and publish the backlog gauge.
+due. A slot is a running handler: it frees when the handler returns, while the
+outcome's store write and ack are still under way, so the next batch's claim
+and start write overlap the last one's finishing write rather than wait for it.
+Jobs finishing that way are bounded by the concurrency too.
+
+Side loops extend the leases of running and finishing jobs, take over claims
+left by dead workers, and publish the backlog gauge.
 """
 
 from __future__ import annotations
@@ -100,7 +105,10 @@ class Worker:
         self.counters = WorkerCounters()
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
+        # Claimed and not yet acked or given back: leases are extended for these.
         self._running: dict[str, tuple[Delivery, asyncio.Task[None]]] = {}
+        # Of those, the ones whose handler has not returned yet: the slots in use.
+        self._handlers: set[str] = set()
         self._acks: list[str] = []
         self._ack_wanted = asyncio.Event()
         self._gauge = IN_FLIGHT.labels(priority=config.priority.value)
@@ -109,6 +117,11 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._running)
+
+    def _free_slots(self) -> int:
+        """Handlers that may start now: free slots, and at most `concurrency` finishing."""
+        cfg = self.config
+        return min(cfg.concurrency - len(self._handlers), 2 * cfg.concurrency - len(self._running))
 
     def stop(self) -> None:
         """Stop claiming; `run` returns once in-flight work drained or was given back."""
@@ -168,7 +181,7 @@ class Worker:
         cfg = self.config
         failures = 0
         while not self._stopping.is_set():
-            free = cfg.concurrency - len(self._running)
+            free = self._free_slots()
             if free <= 0:
                 self._slot_free.clear()
                 await self._until(self._slot_free.wait(), None)
@@ -239,11 +252,20 @@ class Worker:
     def _start(self, delivery: Delivery) -> None:
         task = asyncio.create_task(self._execute(delivery), name=delivery.message.task_id)
         self._running[delivery.entry_id] = (delivery, task)
+        self._handlers.add(delivery.entry_id)
         self._gauge.set(len(self._running))
 
+    def _handler_done(self, entry_id: str) -> None:
+        if entry_id in self._handlers:
+            self._handlers.discard(entry_id)
+            self._slot_free.set()
+
     async def _execute(self, delivery: Delivery) -> None:
+        entry_id = delivery.entry_id
         try:
-            outcome = await self.executor.execute(delivery, self.config.consumer)
+            outcome = await self.executor.execute(
+                delivery, self.config.consumer, lambda: self._handler_done(entry_id)
+            )
             if isinstance(outcome, Ack):
                 self._acks.append(delivery.entry_id)
                 self._ack_wanted.set()
@@ -265,7 +287,8 @@ class Worker:
                 error=f"{type(exc).__name__}: {exc}",
             )
         finally:
-            self._running.pop(delivery.entry_id, None)
+            self._running.pop(entry_id, None)
+            self._handlers.discard(entry_id)
             self._gauge.set(len(self._running))
             self._slot_free.set()
 
@@ -349,7 +372,7 @@ class Worker:
 
     async def _reclaim(self) -> None:
         cfg = self.config
-        free = max(0, cfg.concurrency - len(self._running))
+        free = max(0, self._free_slots())
         if free == 0:
             return
         result = await self.queue.reclaim(
