@@ -108,18 +108,18 @@ class Change:
     inc_fields: Mapping[str, int] = field(default_factory=dict)
     task: Task | None = None
 
-    def kind(self) -> str:
-        """Changes of one kind share one guarded update_many."""
-        return json.dumps(
-            [
-                sorted(s.value for s in self.expected),
-                self.new_state.value,
-                self.version,
-                self.set_fields,
-                self.inc_fields,
-            ],
-            sort_keys=True,
-            default=str,
+    def kind(self) -> tuple[object, ...]:
+        """Changes of one kind share one guarded update_many.
+
+        Equal kinds mean equal updates: the values are compared by their repr,
+        which tells apart what JSON and BSON tell apart (1, 1.0, True, "1").
+        """
+        return (
+            tuple(sorted(s.value for s in self.expected)),
+            self.new_state.value,
+            self.version,
+            repr(sorted(self.set_fields.items())),
+            repr(sorted(self.inc_fields.items())),
         )
 
 
@@ -401,7 +401,7 @@ class TaskStore:
                 rounds.append([])
             rounds[n].append(i)
         for indexes in rounds:
-            kinds: dict[str, list[int]] = {}
+            kinds: dict[tuple[object, ...], list[int]] = {}
             for i in indexes:
                 kinds.setdefault(changes[i].kind(), []).append(i)
             groups = list(kinds.values())

@@ -91,6 +91,13 @@ def shutdown_tracing() -> None:
     _provider = None
 
 
+def tracing_on() -> bool:
+    """Whether spans record: a provider was configured here, or someone set the global one."""
+    return _provider is not None or not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    )
+
+
 def tracer(name: str = "relayq") -> Tracer:
     if _provider is not None:
         return _provider.get_tracer(name)
@@ -158,7 +165,11 @@ def job_span(
     """The span of one run of a job's handler, a child of the enqueuing request's span.
 
     An exception marks it failed (unless it is one of `not_failures`) and propagates.
+    With tracing off it is the invalid span, at no cost on the job path.
     """
+    if not tracing_on():
+        yield trace.INVALID_SPAN
+        return
     with tracer("relayq.worker").start_as_current_span(
         f"run {job_type}",
         context=context_from_traceparent(traceparent),
