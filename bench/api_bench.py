@@ -1,15 +1,19 @@
 """POST /v1/jobs under fixed request rates, from a load generator on loopback.
 
 The gateway runs as its own process (`python -m relayq.api`) against the
-benchmark's Redis and MongoDB; this process is an open-loop generator: it sends
-each request at its scheduled time whatever the earlier ones are doing, so a
-slow server shows up as latency, not as a lower offered rate. Every request
-writes a task record and enqueues the job.
+benchmark's Redis and MongoDB. The load generator runs in a fresh process of
+its own for each rate (`python -m bench.api_bench URL KEY RATE SECONDS`, one
+JSON line out), so that nothing the benchmark did before (a heap of finished
+engine runs and its garbage collections) stalls it and shows as latency. It is
+open-loop: it sends each request at its scheduled time whatever the earlier
+ones are doing, so a slow server shows up as latency, not as a lower offered
+rate. Every request writes a task record and enqueues the job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import secrets
@@ -107,7 +111,25 @@ def measure_api(
     try:
         wait_for_port(port, server, 60)
         url = f"http://127.0.0.1:{port}/v1/jobs"
-        return [asyncio.run(_step(url, key, rate, seconds)) for rate in sorted(rates)]
+        return [_generate(url, key, rate, seconds) for rate in sorted(rates)]
     finally:
         server.terminate()
         server.wait(30)
+
+
+def _generate(url: str, key: str, rate: int, seconds: float) -> dict[str, float]:
+    """One step, from a load generator process of its own."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.api_bench", url, key, str(rate), str(seconds)],
+        check=True, capture_output=True, cwd=REPO_ROOT, timeout=seconds + 4 * REQUEST_TIMEOUT_S,
+    )  # fmt: skip
+    return dict(json.loads(out.stdout.decode().strip().splitlines()[-1]))
+
+
+def main(argv: list[str]) -> None:
+    url, key, rate, seconds = argv
+    print(json.dumps(asyncio.run(_step(url, key, int(rate), float(seconds)))))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
