@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
@@ -51,12 +51,12 @@ class Batcher(Generic[I, O]):
     async def submit(self, item: I) -> O:
         """`item`'s answer, once the write carrying it has finished."""
         future: asyncio.Future[O] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)
         self._pending.append((item, future))
         self._schedule()
-        # A cancelled caller leaves its item in the batch: a write cannot be
-        # taken back once it may have reached the server, as with a lone call.
-        return await asyncio.shield(future)
+        # A cancelled caller cancels only its own future and leaves its item in
+        # the batch: a write cannot be taken back once it may have reached the
+        # server, as with a lone call. The batch skips answering a cancelled future.
+        return await future
 
     def _schedule(self) -> None:
         if not self._pending or len(self._flushes) >= self.max_in_flight:
@@ -111,9 +111,3 @@ class Batcher(Generic[I, O]):
                 future.set_exception(answer)
             else:
                 future.set_result(answer)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    # The answer of a caller cancelled meanwhile is nobody's: do not report it as lost.
-    if not future.cancelled():
-        future.exception()

@@ -145,9 +145,9 @@ class TaskExecutor:
         # exactly however long the batched write took to come back.
         started = task.started_at.timestamp() if task.started_at is not None else time.time()
         wait = max(0.0, started - delivery.ready_ms / 1000)
-        QUEUE_WAIT_SECONDS.labels(priority=p, type=msg.type).observe(wait)
+        QUEUE_WAIT_SECONDS.labels(p, msg.type).observe(wait)
         sla = self.settings.priority_class(delivery.priority).sla_seconds
-        SLA_STARTS.labels(priority=p, met=str(sla is None or wait <= sla).lower()).inc()
+        SLA_STARTS.labels(p, "true" if sla is None or wait <= sla else "false").inc()
         self._running[delivery.entry_id] = task
         try:
             outcome = await self._run(delivery, job_type, task, wait, handler_done)
@@ -256,10 +256,10 @@ class TaskExecutor:
 
         # One measurement for the metric and the log, taken before the (batched) write.
         run = time.perf_counter() - t0
-        RUN_SECONDS.labels(priority=p, type=task.type).observe(run)
+        RUN_SECONDS.labels(p, task.type).observe(run)
         done = await self.lifecycle.complete(task, result)
         outcome = "completed" if done is not None else "dropped"
-        JOBS.labels(priority=p, type=task.type, outcome=outcome).inc()
+        JOBS.labels(p, task.type, outcome).inc()
         log_event(
             log,
             logging.INFO if done is not None else logging.WARNING,
