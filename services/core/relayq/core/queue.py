@@ -151,11 +151,15 @@ class Queue:
         return await self._xadds.submit((self.keys.of(priority).stream, message))
 
     async def _xadd_pipeline(self, adds: list[tuple[str, Message]]) -> list[str | BaseException]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, m in adds:
-                pipe.xadd(stream, {"t": m.task_id, "y": m.type})
-            replies = await pipe.execute(raise_on_error=False)
-        return [r if isinstance(r, BaseException) else str(r) for r in replies]
+        # One script call for the batch rather than a pipeline of XADDs: the
+        # same single round trip, with one command to encode and one reply to
+        # parse instead of one per job, which is most of an enqueue's client cost.
+        streams: dict[str, int] = {}
+        argv: list[str | int] = []
+        for stream, m in adds:
+            argv += [streams.setdefault(stream, len(streams) + 1), m.task_id, m.type]
+        replies = await self._scripts.enqueue(keys=list(streams), args=argv)
+        return [r if isinstance(r, BaseException) else _text(r) for r in replies]
 
     async def enqueue_many(self, priority: Priority, messages: Sequence[Message]) -> list[str]:
         """Add ready jobs in one round trip."""

@@ -37,6 +37,7 @@ class Scripts:
             return redis.register_script(script_source(name))
 
         # Dispatch (relayq.core.queue).
+        self.enqueue = load("enqueue")
         self.claim = load("claim")
         self.ack = load("ack")
         self.retry = load("retry")
