@@ -154,6 +154,7 @@ class Worker:
             self._ack_wanted.set()
             await asyncio.gather(*side, return_exceptions=True)
             await self._flush_acks()
+            self._gauge.set(len(self._running))
             log_event(
                 log,
                 logging.INFO,
@@ -181,6 +182,8 @@ class Worker:
         cfg = self.config
         failures = 0
         while not self._stopping.is_set():
+            # Once per turn rather than per job: a scrape sees it within one claim.
+            self._gauge.set(len(self._running))
             free = self._free_slots()
             if free <= 0:
                 self._slot_free.clear()
@@ -253,7 +256,6 @@ class Worker:
         task = asyncio.create_task(self._execute(delivery), name=delivery.message.task_id)
         self._running[delivery.entry_id] = (delivery, task)
         self._handlers.add(delivery.entry_id)
-        self._gauge.set(len(self._running))
 
     def _handler_done(self, entry_id: str) -> None:
         if entry_id in self._handlers:
@@ -289,7 +291,6 @@ class Worker:
         finally:
             self._running.pop(entry_id, None)
             self._handlers.discard(entry_id)
-            self._gauge.set(len(self._running))
             self._slot_free.set()
 
     async def _ack_loop(self) -> None:
@@ -298,6 +299,7 @@ class Worker:
             await self._ack_wanted.wait()
             self._ack_wanted.clear()
             await self._flush_acks()
+            self._gauge.set(len(self._running))
             if self._stopping.is_set() and not self._running:
                 return
 
