@@ -175,7 +175,8 @@ async def test_a_batch_flood_does_not_push_critical_past_its_sla(
         assert wait < sla, f"critical waited {wait:.3f}s behind the batch flood"
     stats = await clients.queue.stats(Priority.BATCH)
     assert stats.backlog > flood / 2, "the flood was still being worked through"
-    assert stats.active == 1, "the batch worker was busy all along"
+    # Concurrency 1: one job running, and at most one more whose outcome is being written.
+    assert 1 <= stats.active <= 2, "the batch worker was busy all along"
 
 
 async def test_a_worker_exports_prometheus_metrics_on_its_port(

@@ -128,6 +128,11 @@ class Queue:
             max_batch=ENQUEUE_PIPELINE_MAX,
             max_in_flight=ENQUEUE_PIPELINES_IN_FLIGHT,
         )
+        self._rate_takes: Batcher[tuple[str, int, int, int], float] = Batcher(
+            self._take_rates,
+            max_batch=ENQUEUE_PIPELINE_MAX,
+            max_in_flight=ENQUEUE_PIPELINES_IN_FLIGHT,
+        )
 
     async def ensure_group(self, priority: Priority) -> None:
         """Create the stream and its consumer group if missing (idempotent)."""
@@ -330,12 +335,21 @@ class Queue:
     async def rate_limit(
         self, job_type: str, limit: int, period_seconds: float, burst: int = 1
     ) -> float:
-        """Take one start from `job_type`'s shared budget: 0 if allowed, else seconds to wait."""
-        allowed, wait_ms = await self._scripts.rate_limit(
-            keys=[self.keys.rate_limit(job_type)],
-            args=[limit, int(period_seconds * 1000), burst],
-        )
-        return 0.0 if int(allowed) else int(wait_ms) / 1000
+        """Take one start from `job_type`'s shared budget: 0 if allowed, else seconds to wait.
+
+        Takes that arrive together (a gateway's concurrent requests, a worker's
+        claimed jobs) share one script call, as enqueues do.
+        """
+        key = self.keys.rate_limit(job_type)
+        return await self._rate_takes.submit((key, limit, int(period_seconds * 1000), burst))
+
+    async def _take_rates(self, takes: list[tuple[str, int, int, int]]) -> list[float]:
+        keys: dict[str, int] = {}
+        argv: list[int] = []
+        for key, limit, period_ms, burst in takes:
+            argv += [keys.setdefault(key, len(keys) + 1), limit, period_ms, burst]
+        replies = await self._scripts.rate_limit(keys=list(keys), args=argv)
+        return [0.0 if int(allowed) else int(wait_ms) / 1000 for allowed, wait_ms in replies]
 
     async def purge(self, priority: Priority) -> None:
         """Delete a priority's stream and delayed set (tests and local resets only)."""

@@ -131,7 +131,7 @@ def server_span(method: str, traceparent: str | None, *, traced: bool = True) ->
     The caller names it by route and sets the response status with
     `finish_server_span`. `traced=False` (probes, scrapes) gives a no-op span.
     """
-    if not traced:
+    if not traced or not tracing_on():
         yield trace.INVALID_SPAN
         return
     with tracer("relayq.api").start_as_current_span(
