@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import REGISTRY
+
 from relayq.core.clients import Clients
 from relayq.core.priorities import Priority
 from relayq.core.queue import Delivery, Message
@@ -86,6 +88,9 @@ async def test_a_returned_handler_frees_its_slot_before_its_write_finishes(
         assert executor.finishing == 2 * CONCURRENCY
         assert worker.in_flight == 2 * CONCURRENCY
         assert executor.finished == 0
+        # The in-flight gauge counts running handlers, so it never passes the slots.
+        running = REGISTRY.get_sample_value("relayq_jobs_in_flight", {"priority": "low"})
+        assert running is not None and running <= CONCURRENCY
         executor.writes_open.set()
         await wait_until(holds(lambda: executor.finished == JOBS), 10)
         await wait_until(holds(lambda: worker.counters.acked == JOBS), 10)

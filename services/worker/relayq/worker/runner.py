@@ -154,7 +154,7 @@ class Worker:
             self._ack_wanted.set()
             await asyncio.gather(*side, return_exceptions=True)
             await self._flush_acks()
-            self._gauge.set(len(self._running))
+            self._gauge.set(len(self._handlers))
             log_event(
                 log,
                 logging.INFO,
@@ -183,7 +183,7 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             # Once per turn rather than per job: a scrape sees it within one claim.
-            self._gauge.set(len(self._running))
+            self._gauge.set(len(self._handlers))
             free = self._free_slots()
             if free <= 0:
                 self._slot_free.clear()
@@ -299,7 +299,7 @@ class Worker:
             await self._ack_wanted.wait()
             self._ack_wanted.clear()
             await self._flush_acks()
-            self._gauge.set(len(self._running))
+            self._gauge.set(len(self._handlers))
             if self._stopping.is_set() and not self._running:
                 return
 
