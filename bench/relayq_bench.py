@@ -11,8 +11,10 @@ journal write concern.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 
 from bench.competitors.common import Countdown, enqueue_all, rates
@@ -98,10 +100,28 @@ class CountingExecutor(TaskExecutor):
         return outcome
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU a process has used, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure_with_store(
-    redis_url: str, mongo_url: str, jobs: int, concurrency: int
+    redis_url: str,
+    mongo_url: str,
+    jobs: int,
+    concurrency: int,
+    servers: Mapping[str, int] | None = None,
 ) -> dict[str, float]:
-    """relayq with its MongoDB task store as well: enqueue_per_s and process_per_s."""
+    """relayq with its MongoDB task store as well: enqueue_per_s and process_per_s.
+
+    Also where the processing time went: CPU microseconds per job of the
+    worker (this process) and of each of `servers` (name -> pid), and the
+    share of the machine's cores all of them kept busy
+    (`process_cpu_us_per_job_<name>`, `process_cpu_busy_share`).
+    """
+    pids = {"worker": os.getpid(), **(servers or {})}
     settings = replace(
         Settings.from_env({}),
         redis_url=redis_url,
@@ -121,12 +141,19 @@ async def measure_with_store(
             )
             executor.countdown = countdown
             worker = Worker(clients.queue, executor, _config(concurrency))
+            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             process_s = await _process(worker, countdown)
+            cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             completed = await clients.store.tasks.count_documents({"state": "completed"})
             if completed != jobs:
                 raise RuntimeError(f"{completed} of {jobs} tasks completed")
             result = rates(jobs, enqueue_s, process_s)
             result["jobs"] = float(jobs)
+            for name, seconds in cpu.items():
+                result[f"process_cpu_us_per_job_{name}"] = seconds / jobs * 1e6
+            result["process_cpu_busy_share"] = sum(cpu.values()) / (
+                process_s * (os.cpu_count() or 1)
+            )
             return result
         finally:
             await clients.store.client.drop_database(settings.mongo_database)

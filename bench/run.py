@@ -147,16 +147,24 @@ def flush(redis_port: int) -> None:
 
 
 def run_engine(
-    engine: Engine, redis_url: str, mongo_url: str | None, args: argparse.Namespace
+    engine: Engine,
+    redis_url: str,
+    mongo_url: str | None,
+    args: argparse.Namespace,
+    servers: dict[str, int] | None = None,
 ) -> Result:
-    """Measure one engine in a fresh event loop; an exception becomes {"error": ...}."""
+    """Measure one engine in a fresh event loop; an exception becomes {"error": ...}.
+
+    `servers` (name -> pid) are the server processes whose CPU the store path
+    reports beside its own.
+    """
 
     async def measure() -> dict[str, float]:
         if engine.needs_store:
             if mongo_url is None:
                 raise RuntimeError("the MongoDB server did not start")
             call: Awaitable[dict[str, float]] = relayq_bench.measure_with_store(
-                redis_url, mongo_url, args.jobs, args.concurrency
+                redis_url, mongo_url, args.jobs, args.concurrency, servers or {}
             )
         else:
             call = COMPETITORS[engine.name](redis_url, args.jobs, args.concurrency)
@@ -172,6 +180,8 @@ def run_engine(
             "enqueue_per_s": float(result["enqueue_per_s"]),
             "process_per_s": float(result["process_per_s"]),
         }
+        # Where the store path's processing time went (relayq_bench.measure_with_store).
+        out.update({k: float(v) for k, v in result.items() if k.startswith("process_cpu_")})
     except NotImplementedError as exc:
         out = {"error": f"NotImplementedError: {exc}"}
     except Exception as exc:
@@ -181,6 +191,10 @@ def run_engine(
         log(f"{engine.label}: {out['error']}")
     log(f"{engine.label}: done in {time.monotonic() - started:.1f}s")
     return out
+
+
+def _pid(server: LocalServer | None) -> int | None:
+    return server.process.pid if server is not None and server.process is not None else None
 
 
 def ratio(relayq: Result | None, other: Result | None) -> float | None:
@@ -357,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
             for engine in engines:
                 flush(redis_srv.port)
                 log(f"{engine.label}: running")
-                results[engine.name] = run_engine(engine, redis_url, mongo_url, args)
+                servers = {"redis": _pid(redis_srv), "store": _pid(mongo_srv)}
+                results[engine.name] = run_engine(
+                    engine, redis_url, mongo_url, args,
+                    {name: pid for name, pid in servers.items() if pid is not None},
+                )  # fmt: skip
             api_steps: list[dict[str, float]] = []
             if args.api_rates:
                 flush(redis_srv.port)
@@ -388,6 +406,17 @@ def main(argv: list[str] | None = None) -> int:
             redis_srv.stop()
 
     print(table(engines, results))
+    store = results.get("relayq_store", {})
+    if "process_cpu_busy_share" in store:
+        split = ", ".join(
+            f"{key.removeprefix('process_cpu_us_per_job_')} {value:.0f} us"
+            for key, value in store.items()
+            if key.startswith("process_cpu_us_per_job_")
+        )
+        print(
+            f"relayq + store, CPU per job while processing: {split}; "
+            f"cores busy {store['process_cpu_busy_share']:.0%}"
+        )
     for step in api_steps:
         print(
             f"api  offered {step['rate_per_s']:>6.0f}/s  achieved {step['achieved_per_s']:>7.1f}/s"
