@@ -100,7 +100,7 @@ class CountingExecutor(TaskExecutor):
         return outcome
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User and system CPU a process has used, from /proc (Linux)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
@@ -141,9 +141,9 @@ async def measure_with_store(
             )
             executor.countdown = countdown
             worker = Worker(clients.queue, executor, _config(concurrency))
-            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             process_s = await _process(worker, countdown)
-            cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+            cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             completed = await clients.store.tasks.count_documents({"state": "completed"})
             if completed != jobs:
                 raise RuntimeError(f"{completed} of {jobs} tasks completed")

@@ -25,17 +25,12 @@ from pathlib import Path
 
 from pymongo import ASCENDING, AsyncMongoClient
 
+from bench.relayq_bench import cpu_seconds
 from relayq.core.priorities import Priority
 from relayq.core.store import WRITE_CONCERN, NewTask, TaskStore, _new_doc
 from relayq.dev.servers import mongo_server
 
 Write = Callable[[list[dict[str, object]]], Awaitable[object]]
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _measure(url: str, pid: int, records: int, batch: int, indexes: bool) -> dict[str, float]:
@@ -52,10 +47,10 @@ async def _measure(url: str, pid: int, records: int, batch: int, indexes: bool) 
         costs: dict[str, float] = {}
 
         async def phase(name: str, op: Write) -> None:
-            before = _cpu_seconds(pid)
+            before = cpu_seconds(pid)
             for chunk in chunks:
                 await op(chunk)
-            costs[name] = (_cpu_seconds(pid) - before) / records * 1e6
+            costs[name] = (cpu_seconds(pid) - before) / records * 1e6
 
         def ids(chunk: list[dict[str, object]]) -> list[object]:
             return [d["_id"] for d in chunk]
