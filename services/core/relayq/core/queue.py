@@ -363,7 +363,8 @@ def _text(value: Any) -> str:
 
 
 def _delivery(priority: Priority, entry_id: Any, fields: Any, deliveries: int) -> Delivery:
-    flat = [_text(f) for f in fields]
+    # Strings already when the client decodes responses, as relayq's clients do.
+    flat = fields if fields and isinstance(fields[0], str) else [_text(f) for f in fields]
     data = dict(zip(flat[0::2], flat[1::2], strict=True))
     return Delivery(
         priority=priority,
