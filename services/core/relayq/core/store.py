@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -51,6 +51,9 @@ WRITE_CONFLICT = 112
 # crash would lose (tests/store_conformance kills the server right after an ack).
 WRITE_CONCERN = WriteConcern(w="majority", j=True)
 DUPLICATE_KEY = 11000
+INDEX_NOT_FOUND = 27
+# Indexes earlier versions created, dropped once `state_priority_id` replaces them.
+OBSOLETE_INDEXES = ("state_id", "priority_state")
 # Group commit of inserts: at most this many writes in flight; more wait and join the next.
 INSERTS_IN_FLIGHT = 2
 TASK_FIELDS = frozenset(f.name for f in fields(Task))
@@ -235,11 +238,17 @@ class TaskStore:
         # Every task has an `idem` (the client's key, or its own id), so a plain
         # unique index works where partial indexes are not supported.
         await self.tasks.create_index([("idem", ASCENDING)], unique=True, name="idem_unique")
-        await self.tasks.create_index([("state", ASCENDING), ("_id", DESCENDING)], name="state_id")
-        await self.tasks.create_index([("type", ASCENDING), ("_id", DESCENDING)], name="type_id")
+        # Listings, counts and recovery's scans by state and priority (by_state).
+        # One index where there were two (state_id, priority_state): every state
+        # change rewrites an entry in each index on `state`, so each one less
+        # is a cheaper transition (about a fifth of a guarded update's cost).
         await self.tasks.create_index(
-            [("priority", ASCENDING), ("state", ASCENDING)], name="priority_state"
+            [("state", ASCENDING), ("priority", ASCENDING), ("_id", DESCENDING)],
+            name="state_priority_id",
         )
+        for obsolete in OBSOLETE_INDEXES:
+            await self._drop_index(obsolete)
+        await self.tasks.create_index([("type", ASCENDING), ("_id", DESCENDING)], name="type_id")
         # A client's listings: all its tasks, or those in one state or of one type.
         await self.tasks.create_index([("owner", ASCENDING), ("_id", DESCENDING)], name="owner_id")
         await self.tasks.create_index(
@@ -252,6 +261,13 @@ class TaskStore:
         )
         # The collections of client keys and their audit trail live beside the tasks.
         await ApiKeys(self.tasks.database).ensure_indexes()
+
+    async def _drop_index(self, name: str) -> None:
+        try:
+            await self.tasks.drop_index(name)
+        except OperationFailure as exc:
+            if exc.code != INDEX_NOT_FOUND:
+                raise
 
     async def ping(self) -> None:
         await self.client.admin.command("ping")
@@ -586,12 +602,20 @@ class TaskStore:
         query: dict[str, Any] = {}
         if owner is not None:
             query["owner"] = owner
-        if state is not None:
-            query["state"] = state.value
         if type_ is not None:
             query["type"] = type_
-        if priority is not None:
-            query["priority"] = priority.value
+        if owner is None and type_ is None and (state is not None or priority is not None):
+            query.update(
+                by_state(
+                    [state] if state is not None else TaskState,
+                    [priority] if priority is not None else Priority,
+                )
+            )
+        else:
+            if state is not None:
+                query["state"] = state.value
+            if priority is not None:
+                query["priority"] = priority.value
         if cursor is not None:
             query["_id"] = {"$lt": cursor}
         docs = await self.tasks.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list()
@@ -609,6 +633,23 @@ class TaskStore:
         if priority is not None:
             query["priority"] = priority.value
         return int(await self.tasks.count_documents(query))
+
+
+def by_state(
+    states: Iterable[TaskState], priorities: Iterable[Priority] = Priority
+) -> dict[str, Any]:
+    """The filter on state and priority that the `state_priority_id` index serves in _id order.
+
+    Both fields are named, every priority where the caller wants them all, so
+    that the server reads one index range per (state, priority) pair and merges
+    them by id (MongoDB's SORT_MERGE) rather than sorting everything matched.
+    """
+    state_values = [s.value for s in states]
+    priority_values = [p.value for p in priorities]
+    return {
+        "state": state_values[0] if len(state_values) == 1 else {"$in": state_values},
+        "priority": priority_values[0] if len(priority_values) == 1 else {"$in": priority_values},
+    }
 
 
 async def _answer(op: Awaitable[T]) -> T | BaseException:

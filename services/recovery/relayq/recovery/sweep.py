@@ -21,7 +21,7 @@ from relayq.core.priorities import Priority
 from relayq.core.queue import Message, Queue, RecoveryQueue
 from relayq.core.run_lock import Held, RunLock
 from relayq.core.settings import Settings
-from relayq.core.store import TaskStore, now, with_transient_retry
+from relayq.core.store import TaskStore, by_state, now, with_transient_retry
 from relayq.core.telemetry import log_event
 from relayq.recovery.retention import Retention, apply_retention
 from relayq.recovery.settings import RecoverySettings
@@ -214,10 +214,10 @@ class Recovery:
         grace = timedelta(seconds=self.recovery.grace_seconds)
         lease = timedelta(seconds=self.settings.lease_seconds)
         queries: list[dict[str, Any]] = [
-            {"state": {"$in": [s.value for s in LOST_STATES]}, "updated_at": {"$lt": at - grace}},
+            {**by_state(LOST_STATES), "updated_at": {"$lt": at - grace}},
             # A running job's record is not touched while it runs (its lease
             # lives in Redis), so only the missing claim says its worker is gone.
-            {"state": TaskState.ACTIVE.value, "updated_at": {"$lt": at - lease - grace}},
+            {**by_state([TaskState.ACTIVE]), "updated_at": {"$lt": at - lease - grace}},
         ]
         lost: dict[Priority, list[Candidate]] = {p: [] for p in Priority}
         fields = {"type": 1, "priority": 1, "state": 1, "version": 1, "run_at": 1}
