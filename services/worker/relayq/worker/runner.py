@@ -253,7 +253,7 @@ class Worker:
     # -- running ------------------------------------------------------------
 
     def _start(self, delivery: Delivery) -> None:
-        task = asyncio.create_task(self._execute(delivery), name=delivery.message.task_id)
+        task = asyncio.create_task(self._execute(delivery))
         self._running[delivery.entry_id] = (delivery, task)
         self._handlers.add(delivery.entry_id)
 
