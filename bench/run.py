@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(engine.name for engine in ENGINES),
         help="comma-separated subset of: " + ", ".join(engine.name for engine in ENGINES),
     )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=3,
+        help="rounds of every engine, and of every API rate, one after the other; each "
+        "figure is the median over the rounds, each ratio the median of the rounds' "
+        "ratios (default 3)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file")
     parser.add_argument(
         "--api-rates",
@@ -115,8 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="do not run tools/install-bench.sh (BullMQ's node_modules) first",
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.concurrency < 1:
-        parser.error("--jobs and --concurrency must be positive")
+    if args.jobs < 1 or args.concurrency < 1 or args.trials < 1:
+        parser.error("--jobs, --concurrency and --trials must be positive")
     known = {engine.name for engine in ENGINES}
     chosen = [name.strip() for name in args.engines.split(",") if name.strip()]
     unknown = sorted(set(chosen) - known)
@@ -197,26 +206,58 @@ def _pid(server: LocalServer | None) -> int | None:
     return server.process.pid if server is not None and server.process is not None else None
 
 
-def ratio(relayq: Result | None, other: Result | None) -> float | None:
-    """relayq's process rate over another engine's, when both ran."""
-    if not relayq or not other or "process_per_s" not in relayq or "process_per_s" not in other:
-        return None
-    return float(relayq["process_per_s"]) / float(other["process_per_s"])
+def ratio(
+    rounds: list[dict[str, Result]], engine: str, other: str, key: str = "process_per_s"
+) -> float | None:
+    """The median over the rounds of `engine`'s rate over `other`'s in the same round.
+
+    Engines that ran one after the other in one round shared the machine's
+    state (other tenants, caches), so a round's ratio is steadier than the
+    ratio of two medians taken over rounds apart.
+    """
+    ratios = [
+        float(round_[engine][key]) / float(round_[other][key])
+        for round_ in rounds
+        if key in round_.get(engine, {}) and key in round_.get(other, {})
+    ]
+    return statistics.median(ratios) if ratios else None
 
 
-def _enqueue_ratio(results: dict[str, Result]) -> float | None:
-    relayq, bullmq = results.get("relayq"), results.get("bullmq")
-    if not relayq or not bullmq:
-        return None
-    return float(relayq["enqueue_per_s"]) / float(bullmq["enqueue_per_s"])
+def combine(trials: list[Result]) -> Result:
+    """One engine's rounds as one row: the median of each figure, and every round's rates.
+
+    Rounds that failed are counted; if all failed, the row is the first error.
+    """
+    ok = [trial for trial in trials if "error" not in trial]
+    if not ok:
+        return trials[0]
+    out: Result = {key: statistics.median(float(t[key]) for t in ok) for key in ok[0]}
+    for key in ("enqueue_per_s", "process_per_s"):
+        out[f"{key}_rounds"] = [round(float(t[key]), 1) for t in ok]
+    if len(ok) < len(trials):
+        out["failed_rounds"] = len(trials) - len(ok)
+    return out
 
 
-def table(engines: list[Engine], results: dict[str, Result]) -> str:
+def combine_api(rounds: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """Each API rate's rounds as one step: the median of each figure, and every round's p99."""
+    steps: list[dict[str, float]] = []
+    for same_rate in zip(*rounds, strict=True):
+        step: dict[str, Any] = {
+            key: statistics.median(s[key] for s in same_rate) for key in same_rate[0]
+        }
+        step["p99_ms_rounds"] = [round(s["p99_ms"], 1) for s in same_rate]
+        steps.append(step)
+    return steps
+
+
+def table(
+    engines: list[Engine], results: dict[str, Result], rounds: list[dict[str, Result]]
+) -> str:
     """The results as a text table; an engine that failed gets its error on its row."""
     header = ("engine", "enqueue/s", "process/s", "relayq process ratio")
     rows: list[tuple[str, ...]] = []
     errors: dict[str, str] = {}
-    relayq = results.get("relayq")
     for engine in engines:
         result = results[engine.name]
         if "error" in result:
@@ -226,7 +267,7 @@ def table(engines: list[Engine], results: dict[str, Result]) -> str:
         if engine.name == "relayq_store":
             shown = ""
         else:
-            value = ratio(relayq, result)
+            value = ratio(rounds, "relayq", engine.name)
             shown = "n/a" if value is None else f"{value:.2f}x"
         rows.append(
             (
@@ -353,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         install_node_side()
 
     results: dict[str, Result] = {}
+    rounds: list[dict[str, Result]] = []
     with tempfile.TemporaryDirectory(prefix="relayq-bench-") as tmp:
         redis_srv = redis_server(Path(tmp) / "redis")
         mongo_srv: LocalServer | None = None
@@ -368,27 +410,36 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.jobs} jobs, concurrency {args.concurrency}, redis {redis_url}"
                 + (f", mongodb {mongo_url}" if mongo_url else "")
             )
-            for engine in engines:
-                flush(redis_srv.port)
-                log(f"{engine.label}: running")
-                servers = {"redis": _pid(redis_srv), "store": _pid(mongo_srv)}
-                results[engine.name] = run_engine(
-                    engine, redis_url, mongo_url, args,
-                    {name: pid for name, pid in servers.items() if pid is not None},
-                )  # fmt: skip
+            servers = {"redis": _pid(redis_srv), "store": _pid(mongo_srv)}
+            for n in range(1, args.trials + 1):
+                round_: dict[str, Result] = {}
+                for engine in engines:
+                    flush(redis_srv.port)
+                    log(f"{engine.label}: running (round {n} of {args.trials})")
+                    round_[engine.name] = run_engine(
+                        engine, redis_url, mongo_url, args,
+                        {name: pid for name, pid in servers.items() if pid is not None},
+                    )  # fmt: skip
+                rounds.append(round_)
+            results = {e.name: combine([r[e.name] for r in rounds]) for e in engines}
             api_steps: list[dict[str, float]] = []
             if args.api_rates:
                 flush(redis_srv.port)
                 if mongo_srv is None:
                     mongo_srv = start(mongo_server(Path(tmp) / "mongo"))
                 if mongo_srv is not None:
-                    log(f"api: POST /v1/jobs at {args.api_rates} requests/s")
-                    api_steps = measure_api(
-                        redis_url,
-                        f"mongodb://127.0.0.1:{mongo_srv.port}/",
-                        args.api_rates,
-                        args.api_seconds,
-                        Path(tmp),
+                    log(f"api: POST /v1/jobs at {args.api_rates} requests/s, {args.trials} rounds")
+                    api_steps = combine_api(
+                        [
+                            measure_api(
+                                redis_url,
+                                f"mongodb://127.0.0.1:{mongo_srv.port}/",
+                                args.api_rates,
+                                args.api_seconds,
+                                Path(tmp),
+                            )
+                            for _ in range(args.trials)
+                        ]
                     )
             e2e: dict[str, Any] = {}
             if args.e2e_jobs > 0:
@@ -405,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
                 mongo_srv.stop()
             redis_srv.stop()
 
-    print(table(engines, results))
+    print(table(engines, results, rounds))
+    if args.trials > 1:
+        print(f"(medians of {args.trials} rounds; each ratio the median of the rounds' ratios)")
     store = results.get("relayq_store", {})
     if "process_cpu_busy_share" in store:
         split = ", ".join(
@@ -444,15 +497,14 @@ def main(argv: list[str] | None = None) -> int:
             {"relayq": results["relayq_store"]} if "relayq_store" in results else {}
         ),
         "ratios": {
-            "relayq_vs_saq_process": ratio(results.get("relayq"), results.get("saq")),
-            "relayq_vs_bullmq_process": ratio(results.get("relayq"), results.get("bullmq")),
-            "relayq_store_vs_bullmq_process": ratio(
-                results.get("relayq_store"), results.get("bullmq")
-            ),
-            "relayq_vs_bullmq_enqueue": _enqueue_ratio(results),
+            "relayq_vs_saq_process": ratio(rounds, "relayq", "saq"),
+            "relayq_vs_bullmq_process": ratio(rounds, "relayq", "bullmq"),
+            "relayq_store_vs_bullmq_process": ratio(rounds, "relayq_store", "bullmq"),
+            "relayq_vs_bullmq_enqueue": ratio(rounds, "relayq", "bullmq", "enqueue_per_s"),
         },
         "params": {
             "jobs": args.jobs,
+            "rounds": args.trials,
             "concurrency": args.concurrency,
             "enqueue_in_flight": common.IN_FLIGHT,
             "arq_poll_delay_s": arq_bench.POLL_DELAY_S,
