@@ -254,6 +254,39 @@ async def test_list_filters_by_state_type_and_priority(store: TaskStore) -> None
     assert (await store.list(type_="fail")).tasks == []
 
 
+async def test_listings_by_state_or_priority_page_newest_first_across_the_other(
+    store: TaskStore,
+) -> None:
+    # Served by state_priority_id one range per (state, priority) pair, merged by id.
+    made: list[Task] = []
+    for i in range(8):
+        task = await insert(store, payload={"i": i}, priority=[Priority.HIGH, Priority.LOW][i % 2])
+        made.append(await fail(store, task) if i % 3 == 0 else task)
+        await asyncio.sleep(0.002)  # distinct milliseconds, so ids sort by insertion
+
+    async def pages(**filters: Any) -> list[str]:
+        seen: list[str] = []
+        cursor: str | None = None
+        for _ in range(10):
+            page = await store.list(limit=2, cursor=cursor, **filters)
+            seen += [t.id for t in page.tasks]
+            cursor = page.next_cursor
+            if cursor is None:
+                return seen
+        raise AssertionError("more pages than tasks")
+
+    newest_first = list(reversed(made))
+    assert await pages(state=TaskState.QUEUED) == [
+        t.id for t in newest_first if t.state is TaskState.QUEUED
+    ]
+    assert await pages(priority=Priority.HIGH) == [
+        t.id for t in newest_first if t.priority is Priority.HIGH
+    ]
+    assert await pages(state=TaskState.FAILED, priority=Priority.LOW) == [
+        t.id for t in newest_first if (t.state, t.priority) == (TaskState.FAILED, Priority.LOW)
+    ]
+
+
 async def test_dead_letters_lists_only_failed_tasks_of_the_type(store: TaskStore) -> None:
     ok = await insert(store, "noop")
     dead_noop = await fail(store, await insert(store, "noop"))
