@@ -180,7 +180,11 @@ def run_engine(
             argv, stdout=subprocess.PIPE, check=True, timeout=ENGINE_TIMEOUT_S + 30, cwd=REPO_ROOT
         )
         out: Result = json.loads(done.stdout.decode().strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+    except subprocess.CalledProcessError as exc:
+        out = {"error": f"its process exited with status {exc.returncode} (stderr above)"}
+    except subprocess.TimeoutExpired:
+        out = {"error": f"no result within {ENGINE_TIMEOUT_S + 30:.0f} s"}
+    except (OSError, ValueError, IndexError) as exc:
         out = {"error": f"{type(exc).__name__}: {exc}"}
     if "error" in out:
         log(f"{engine.label}: {out['error']}")
