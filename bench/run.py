@@ -262,9 +262,7 @@ def combine(trials: list[Result]) -> Result:
     ok = [trial for trial in trials if "error" not in trial]
     if not ok:
         return trials[0]
-    out: Result = {key: statistics.median(float(t[key]) for t in ok) for key in ok[0]}
-    for key in ("enqueue_per_s", "process_per_s"):
-        out[f"{key}_rounds"] = [round(float(t[key]), 1) for t in ok]
+    out = _medians(ok, ("enqueue_per_s", "process_per_s"))
     if len(ok) < len(trials):
         out["failed_rounds"] = len(trials) - len(ok)
     return out
@@ -272,14 +270,14 @@ def combine(trials: list[Result]) -> Result:
 
 def combine_api(rounds: list[list[dict[str, float]]]) -> list[dict[str, float]]:
     """Each API rate's rounds as one step: the median of each figure, and every round's p99."""
-    steps: list[dict[str, float]] = []
-    for same_rate in zip(*rounds, strict=True):
-        step: dict[str, Any] = {
-            key: statistics.median(s[key] for s in same_rate) for key in same_rate[0]
-        }
-        step["p99_ms_rounds"] = [round(s["p99_ms"], 1) for s in same_rate]
-        steps.append(step)
-    return steps
+    return [_medians(list(same_rate), ("p99_ms",)) for same_rate in zip(*rounds, strict=True)]
+
+
+def _medians(rows: list[dict[str, Any]], kept: tuple[str, ...]) -> dict[str, Any]:
+    """The median of each figure over the rounds, and every round's value of `kept`."""
+    out: dict[str, Any] = {key: statistics.median(float(r[key]) for r in rows) for key in rows[0]}
+    out.update({f"{key}_rounds": [round(float(r[key]), 1) for r in rows] for key in kept})
+    return out
 
 
 def table(
@@ -441,16 +439,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.jobs} jobs, concurrency {args.concurrency}, redis {redis_url}"
                 + (f", mongodb {mongo_url}" if mongo_url else "")
             )
-            servers = {"redis": _pid(redis_srv), "store": _pid(mongo_srv)}
+            pids = {"redis": _pid(redis_srv), "store": _pid(mongo_srv)}
+            servers = {name: pid for name, pid in pids.items() if pid is not None}
             for n in range(1, args.trials + 1):
                 round_: dict[str, Result] = {}
                 for engine in engines:
                     flush(redis_srv.port)
                     log(f"{engine.label}: running (round {n} of {args.trials})")
-                    round_[engine.name] = run_engine(
-                        engine, redis_url, mongo_url, args,
-                        {name: pid for name, pid in servers.items() if pid is not None},
-                    )  # fmt: skip
+                    round_[engine.name] = run_engine(engine, redis_url, mongo_url, args, servers)
                 rounds.append(round_)
             results = {e.name: combine([r[e.name] for r in rounds]) for e in engines}
             api_steps: list[dict[str, float]] = []
